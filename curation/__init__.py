@@ -1,0 +1,1 @@
+"""Record schema, I/O, run directories and dataframe stages."""

@@ -1,0 +1,45 @@
+"""Exact deduplication over normalized text, on pandas or cuDF partitions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from curation.frames import hash_strings, normalized_text
+from curation.stage import FrameStage
+
+
+class ExactDedupParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    shards: int = 4
+
+
+def dedup_keys(part: Any) -> Any:
+    """Hash of the normalized context, question and answer of each row."""
+    text = part["context"].fillna("") + " \x1f " + part["question"] + " \x1f " + part["answer"]
+    return hash_strings(normalized_text(text))
+
+
+def mark_duplicates(part: Any) -> Any:
+    """Within a partition holding whole key groups, keep the smallest id of each group."""
+    part = part.sort_values(["_key", "id"])
+    first = part.groupby("_key")["id"].transform("first")
+    dup = part["_key"].duplicated()
+    reason = dup.map({True: "duplicate", False: None})
+    detail = ("same normalized text as " + first).where(dup, None)
+    return part.assign(_reason=reason, _detail=detail).drop(columns=["_key"])
+
+
+class ExactDedupStage(FrameStage):
+    """Drops records whose normalized context+question+answer already occurs."""
+
+    name = "exact_dedup"
+
+    def run(self, frame: Any, shards: int) -> Any:
+        keyed = frame.assign(_key=frame.map_partitions(dedup_keys, meta=("_key", "uint64")))
+        shuffled = keyed.shuffle(on="_key", npartitions=shards)
+        meta = shuffled._meta.assign(_reason=None, _detail=None).drop(columns=["_key"])
+        meta = meta.astype({"_reason": object, "_detail": object})
+        return shuffled.map_partitions(mark_duplicates, meta=meta)

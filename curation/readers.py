@@ -1,0 +1,302 @@
+"""Reading the rows of a split from local files or from the Hugging Face hub.
+
+A malformed row comes out as a `RowError` in its place (the rest of the file still
+loads); a missing or unreadable file, or a file that is not what its suffix says, is a
+one-line `TaskseedError`.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import glob
+import io
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from curation.errors import RowError, TaskseedError
+from curation.normalize import get_path
+from curation.taskspec import HubSource, Mapping, RowFilter, SplitSpec
+
+MAX_ROW_BYTES = 1_000_000
+
+Row = dict[str, Any] | RowError
+
+
+def _decode(line: bytes) -> Row:
+    if len(line) > MAX_ROW_BYTES:
+        return RowError("oversized", "row", f"{len(line)} bytes over the {MAX_ROW_BYTES} limit")
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return RowError("invalid_utf8", "row", f"invalid UTF-8 at byte {exc.start}")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return RowError("invalid_json", "row", exc.msg)
+    if not isinstance(value, dict):
+        return RowError("wrong_type", "row", "a row must be a JSON object")
+    return value
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise TaskseedError(f"{path}: seed file not found") from None
+    except IsADirectoryError:
+        raise TaskseedError(f"{path}: is a directory, not a seed file") from None
+    except OSError as exc:
+        raise TaskseedError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def iter_jsonl(path: Path) -> Iterator[Row]:
+    """Rows of a JSON-lines file; a bad line becomes a RowError, the rest still load."""
+    for line in _read_bytes(path).split(b"\n"):
+        if line.strip():
+            yield _decode(line.rstrip(b"\r"))
+
+
+def iter_json_array(path: Path) -> Iterator[Row]:
+    """Rows of a file holding one JSON array of objects."""
+    raw = _read_bytes(path)
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise TaskseedError(f"{path}: invalid UTF-8 at byte {exc.start}") from None
+    except json.JSONDecodeError as exc:
+        raise TaskseedError(f"{path}: not a JSON array: {exc.msg} at line {exc.lineno}") from None
+    if not isinstance(data, list):
+        raise TaskseedError(f"{path}: expected a JSON array of rows")
+    for value in data:
+        if not isinstance(value, dict):
+            yield RowError("wrong_type", "row", "a row must be a JSON object")
+        elif len(json.dumps(value, ensure_ascii=False)) > MAX_ROW_BYTES:
+            yield RowError("oversized", "row", f"row over the {MAX_ROW_BYTES} byte limit")
+        else:
+            yield value
+
+
+def _utf8_error(values: Iterable[str]) -> RowError | None:
+    for value in values:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return RowError("invalid_utf8", "row", "invalid UTF-8 bytes")
+    return None
+
+
+def iter_csv(path: Path) -> Iterator[Row]:
+    """Rows of a CSV file with a header row; a row with the wrong column count is a RowError."""
+    text = _read_bytes(path).decode("utf-8", errors="surrogateescape")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_ROW_BYTES + 1))
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield RowError("invalid_csv", "row", str(exc))
+            continue
+        if not any(c.strip() for c in cells):
+            continue
+        if sum(len(c) for c in cells) > MAX_ROW_BYTES:
+            yield RowError("oversized", "row", f"row over the {MAX_ROW_BYTES} byte limit")
+        elif len(cells) != len(header):
+            yield RowError(
+                "wrong_type", "row", f"{len(cells)} columns, the header has {len(header)}"
+            )
+        else:
+            yield _utf8_error(cells) or dict(zip(header, cells, strict=True))
+
+
+def iter_blocks(path: Path, lines: list[str]) -> Iterator[Row]:
+    """Rows of a text file of blank-line separated blocks, one named field per line."""
+    text = _read_bytes(path).decode("utf-8", errors="surrogateescape").replace("\r\n", "\n")
+    block: list[str] = []
+    for line in [*text.split("\n"), ""]:
+        if line.strip():
+            block.append(line.strip())
+            continue
+        if block:
+            yield _block_row(block, lines)
+            block = []
+
+
+def _block_row(block: list[str], names: list[str]) -> Row:
+    if len(block) != len(names):
+        return RowError("bad_block", "row", f"{len(block)} lines, expected {len(names)}")
+    error = _utf8_error(block)
+    if error is not None:
+        return error
+    repeated = {n for n in names if names.count(n) > 1}
+    row: dict[str, Any] = {n: [] for n in repeated}
+    for name, line in zip(names, block, strict=True):
+        if name in repeated:
+            row[name].append(line)
+        else:
+            row[name] = line
+    return row
+
+
+def iter_labels(path: Path) -> list[str]:
+    """The lines of a line-aligned label file (`*.lst`), blank trailing lines dropped."""
+    text = _read_bytes(path).decode("utf-8", errors="replace")
+    labels = text.replace("\r\n", "\n").split("\n")
+    while labels and not labels[-1].strip():
+        labels.pop()
+    return [label.strip() for label in labels]
+
+
+def iter_file(path: Path, split: SplitSpec | None = None) -> Iterator[Row]:
+    """Rows of one seed file, in the format named by the split's `reader` or the suffix."""
+    kind = split.reader if split is not None else "auto"
+    if kind == "auto":
+        kind = {".jsonl": "jsonl", ".json": "json", ".csv": "csv"}.get(path.suffix, "")
+    if kind == "jsonl":
+        return iter_jsonl(path)
+    if kind == "json":
+        return iter_json_array(path)
+    if kind == "csv":
+        return iter_csv(path)
+    if kind == "blocks" and split is not None:
+        return iter_blocks(path, split.block_lines)
+    raise TaskseedError(f"{path}: unsupported seed file type '{path.suffix}'")
+
+
+def iter_hub(hub: HubSource) -> Iterator[Row]:
+    """Rows of a hub split via `datasets.load_dataset` (needs network or a local cache)."""
+    try:
+        import datasets
+    except ImportError:
+        raise TaskseedError("loading from the hub needs the `datasets` package") from None
+    try:
+        ds = datasets.load_dataset(hub.path, hub.name, split=hub.split, revision=hub.revision)
+    except Exception as exc:  # noqa: BLE001 - any loader failure is one line for the user
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TaskseedError(f"hub dataset {hub.path}/{hub.name or ''}: {first}") from None
+    yield from ds
+
+
+def expand_files(split: SplitSpec, seeds_root: Path) -> list[tuple[Path, Path | None]]:
+    """(data file, label file or None) pairs of a split, glob patterns expanded in order."""
+    out: list[tuple[Path, Path | None]] = []
+    for i, name in enumerate(split.files):
+        labels = seeds_root / split.label_files[i] if split.label_files else None
+        if glob.has_magic(name):
+            matches = sorted(glob.glob(str(seeds_root / name)))
+            if not matches:
+                raise TaskseedError(f"{seeds_root / name}: no seed file matches this pattern")
+            out.extend((Path(m), labels) for m in matches)
+        else:
+            out.append((seeds_root / name, labels))
+    return out
+
+
+def _with_labels(rows: Iterator[Row], labels_path: Path, field: str) -> Iterator[Row]:
+    labels = iter_labels(labels_path)
+    n = 0
+    for n, row in enumerate(rows, start=1):
+        if n > len(labels):
+            yield RowError("missing_label", field, f"no line {n} in {labels_path.name}")
+        elif isinstance(row, RowError):
+            yield row
+        else:
+            yield {**row, field: labels[n - 1]}
+    if len(labels) > n:
+        yield RowError(
+            "extra_labels", field, f"{labels_path.name} has {len(labels) - n} lines beyond the rows"
+        )
+
+
+def _keep(row: dict[str, Any], where: RowFilter) -> bool | RowError:
+    try:
+        value = get_path(row, where.field)
+    except RowError as err:
+        return err
+    if where.values is not None:
+        return value in where.values or str(value) in {str(v) for v in where.values}
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return RowError("wrong_type", where.field, f"expected a number, got {value!r}")
+    return (where.min is None or number >= where.min) and (
+        where.max is None or number <= where.max
+    )
+
+
+def _decode_nested(value: Any, field: str) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        raise RowError("wrong_type", field, "expected a list (or its JSON/Python text)") from None
+
+
+def explode_row(row: dict[str, Any], fields: list[str]) -> list[Row]:
+    """One row per item of the parallel lists in `fields`."""
+    try:
+        lists = [_decode_nested(row.get(f), f) for f in fields]
+    except RowError as err:
+        return [err]
+    for name, value in zip(fields, lists, strict=True):
+        if not isinstance(value, list):
+            return [RowError("missing_field" if value is None else "wrong_type", name,
+                             "expected a list to explode")]
+    if len({len(v) for v in lists}) > 1:
+        return [RowError("wrong_type", fields[0], "parallel lists differ in length")]
+    return [
+        {**row, **dict(zip(fields, items, strict=True))}
+        for items in zip(*lists, strict=True)
+    ]
+
+
+def apply_mapping_rows(rows: Iterable[Row], mapping: Mapping) -> Iterator[tuple[int, Row]]:
+    """Apply a mapping's row-level steps (`where`, `explode`); yield (row index, row).
+
+    Without `explode`, the index is the row's position in its source; with it, the
+    position of the exploded item.
+    """
+    out = 0
+    for index, row in enumerate(rows):
+        if not isinstance(row, RowError) and mapping.where is not None:
+            keep = _keep(row, mapping.where)
+            if keep is False:
+                continue
+            if isinstance(keep, RowError):
+                row = keep
+        if mapping.explode and not isinstance(row, RowError):
+            for item in explode_row(row, mapping.explode):
+                yield out, item
+                out += 1
+        elif mapping.explode:
+            yield out, row
+            out += 1
+        else:
+            yield index, row
+
+
+def iter_split(split: SplitSpec, seeds_root: Path) -> Iterator[tuple[str, int, Row]]:
+    """Yield (path, row index, row) for every row of a split: its files, else its hub source."""
+    for path, labels in expand_files(split, seeds_root):
+        rows = iter_file(path, split)
+        if labels is not None:
+            rows = _with_labels(rows, labels, split.label_field)
+        for index, row in apply_mapping_rows(rows, split.mapping):
+            yield str(path), index, row
+    if split.hub is not None and not split.files:
+        label = f"hub:{split.hub.path}/{split.hub.name or ''}:{split.hub.split}"
+        for index, row in apply_mapping_rows(iter_hub(split.hub), split.mapping):
+            yield label, index, row

@@ -1,0 +1,159 @@
+"""The one record schema shared by seed and generated examples."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import xxhash
+
+
+class Format(str, enum.Enum):
+    """The answer form of a task."""
+
+    MULTIPLE_CHOICE = "multiple_choice"
+    YES_NO = "yes_no"
+    EXTRACTIVE = "extractive"
+    FREE_FORM = "free_form"
+    MATH = "math"
+    CODE = "code"
+    COMPLETION = "completion"
+
+
+class Origin(str, enum.Enum):
+    SEED = "seed"
+    GENERATED = "generated"
+
+
+@dataclass(slots=True)
+class Source:
+    """Where a seed came from: dataset, config, split and row."""
+
+    dataset: str
+    config: str | None = None
+    split: str = "train"
+    row: int = 0
+    path: str | None = None
+
+
+@dataclass(slots=True)
+class Sampling:
+    """Sampling parameters of a teacher request."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 512
+    seed: int | None = None
+
+
+@dataclass(slots=True)
+class Lineage:
+    """How a record was made: its seeds, teacher, prompt template and sampling."""
+
+    seed_ids: list[str] = field(default_factory=list)
+    teacher_model: str | None = None
+    prompt_template: str | None = None
+    prompt_hash: str | None = None
+    sampling: Sampling | None = None
+    stage: str | None = None
+
+
+@dataclass(slots=True)
+class Record:
+    """One task example, seed or generated. Answers are semantic text."""
+
+    task: str
+    family: str
+    format: Format
+    question: str
+    answer: str
+    license: str
+    source: Source
+    origin: Origin = Origin.SEED
+    context: str | None = None
+    choices: list[str] = field(default_factory=list)
+    answer_label: str | None = None
+    reasoning: str | None = None
+    knowledge: str | None = None
+    tests: list[str] = field(default_factory=list)
+    commercial: bool = True
+    lineage: Lineage = field(default_factory=Lineage)
+    scores: dict[str, float] = field(default_factory=dict)
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.format, Format):
+            self.format = Format(self.format)
+        if not isinstance(self.origin, Origin):
+            self.origin = Origin(self.origin)
+        if not self.id:
+            self.id = self.content_hash()
+
+    def content_hash(self) -> str:
+        """Stable id over the content that makes an example what it is."""
+        payload = json.dumps(
+            [self.task, self.format.value, self.context or "", self.question,
+             self.choices, self.answer],
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        return xxhash.xxh3_128_hexdigest(payload.encode("utf-8"))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["format"] = self.format.value
+        out["origin"] = self.origin.value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Record:
+        data = dict(data)
+        data["source"] = Source(**data["source"])
+        lineage = dict(data.get("lineage") or {})
+        if lineage.get("sampling"):
+            lineage["sampling"] = Sampling(**lineage["sampling"])
+        data["lineage"] = Lineage(**lineage)
+        data["choices"] = list(data.get("choices") or [])
+        data["tests"] = list(data.get("tests") or [])
+        data["lineage"].seed_ids = list(data["lineage"].seed_ids or [])
+        scores = data.get("scores") or {}
+        data["scores"] = dict(scores) if isinstance(scores, dict) else dict(scores)
+        return cls(**data)
+
+
+@dataclass(slots=True)
+class RawRow:
+    """A row of a seed file before normalization, with its provenance."""
+
+    task: str
+    source: Source
+    payload: str  # the row as JSON text
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RawRow:
+        return cls(task=data["task"], source=Source(**data["source"]), payload=data["payload"])
+
+
+@dataclass(slots=True)
+class Reject:
+    """A dropped item and the reason it was dropped."""
+
+    stage: str
+    reason: str
+    detail: str
+    item_id: str
+    item: str  # the dropped item as JSON text
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def of(cls, stage: str, reason: str, detail: str, item: Record | RawRow) -> Reject:
+        item_id = item.id if isinstance(item, Record) else f"{item.source.path}:{item.source.row}"
+        return cls(stage, reason, detail, item_id, json.dumps(item.to_dict(), ensure_ascii=False))

@@ -1,0 +1,125 @@
+"""Seed stages: read training splits into raw rows, then normalize them into records."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from curation.errors import RowError
+from curation.normalize import normalize_row
+from curation.readers import iter_split
+from curation.record import RawRow, Record, Reject, Source
+from curation.stage import BatchStage, SourceStage, StageResult
+from curation.taskspec import TaskSpec
+
+
+class SeedParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_per_task: int | None = None
+    rows_per_shard: int = 5000
+
+
+def _specs_hash(specs: dict[str, TaskSpec]) -> str:
+    blob = json.dumps({k: v.model_dump(mode="json") for k, v in sorted(specs.items())})
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class SeedStage(SourceStage):
+    """Reads the training split of every task; held-out splits are never read here."""
+
+    name = "seeds"
+    output_kind = RawRow
+
+    def __init__(self, params: SeedParams, specs: dict[str, TaskSpec], seeds_root: Path) -> None:
+        super().__init__(params)
+        self.specs = specs
+        self.seeds_root = seeds_root
+
+    def fingerprint(self) -> str:
+        return super().fingerprint() + _specs_hash(self.specs)
+
+    def _rows(self, spec: TaskSpec):
+        assert spec.train is not None
+        limit = self.params.max_per_task
+        for n, (path, index, row) in enumerate(iter_split(spec.train, self.seeds_root)):
+            if limit is not None and n >= limit:
+                return
+            yield n, path, index, row
+
+    def plan(self) -> list[dict[str, Any]]:
+        shards = []
+        size = self.params.rows_per_shard
+        for name, spec in sorted(self.specs.items()):
+            if spec.train is None:
+                continue
+            total = sum(1 for _ in self._rows(spec))
+            for start in range(0, total, size):
+                shards.append({"task": name, "start": start, "stop": min(start + size, total)})
+        return shards
+
+    def read(self, shard: dict[str, Any]) -> StageResult:
+        spec = self.specs[shard["task"]]
+        assert spec.train is not None
+        result = StageResult()
+        for n, path, index, row in self._rows(spec):
+            if n < shard["start"]:
+                continue
+            if n >= shard["stop"]:
+                break
+            source = Source(
+                dataset=spec.source.dataset,
+                config=spec.source.config,
+                split=spec.train.split,
+                row=index,
+                path=self._relative(path),
+            )
+            if isinstance(row, RowError):
+                raw = RawRow(spec.name, source, "")
+                detail = f"{source.path} row {index}: {row}"
+                result.rejects.append(Reject.of(self.name, row.reason, detail, raw))
+                continue
+            payload = json.dumps(row, ensure_ascii=False, default=str)
+            result.items.append(RawRow(spec.name, source, payload))
+        result.counters[f"rows:{spec.name}"] = len(result.items)
+        return result
+
+    def _relative(self, path: str) -> str:
+        try:
+            return str(Path(path).relative_to(self.seeds_root))
+        except ValueError:
+            return path
+
+
+class NormalizeStage(BatchStage):
+    """Normalizes raw rows into records with the task spec's mapping."""
+
+    name = "normalize"
+    input_kind = RawRow
+    output_kind = Record
+
+    def __init__(self, params: Any, specs: dict[str, TaskSpec]) -> None:
+        super().__init__(params)
+        self.specs = specs
+
+    def fingerprint(self) -> str:
+        return super().fingerprint() + _specs_hash(self.specs)
+
+    def process(self, batch: list[RawRow], shard: int) -> StageResult:
+        result = StageResult()
+        for raw in batch:
+            spec = self.specs[raw.task]
+            assert spec.train is not None
+            try:
+                record = normalize_row(raw, spec, spec.train.mapping)
+            except RowError as err:
+                detail = f"{raw.source.path} row {raw.source.row}: {err}"
+                result.rejects.append(Reject.of(self.name, err.reason, detail, raw))
+                continue
+            result.items.append(record)
+            result.counters[f"records:{raw.task}"] += 1
+        return result

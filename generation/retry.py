@@ -1,0 +1,62 @@
+"""Retry policy for teacher HTTP calls: which failures retry, and how long to wait."""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from dataclasses import dataclass
+
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+MAX_RETRY_AFTER_S = 600.0
+
+
+@dataclass(slots=True, frozen=True)
+class Failure:
+    """One failed attempt: a short reason, whether to retry, and the server's Retry-After."""
+
+    reason: str
+    retryable: bool = True
+    retry_after: float | None = None
+    text: str = ""
+    finish_reason: str = "error"
+
+
+def is_retryable_status(status: int) -> bool:
+    """408, 409, 429 and every 5xx are transient; other statuses are final."""
+    return status in RETRYABLE_STATUS or 500 <= status <= 599
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), capped."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - time.time()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def backoff_delay(
+    attempt: int,
+    base_s: float,
+    max_s: float,
+    retry_after: float | None = None,
+    rng: random.Random | None = None,
+) -> float:
+    """Delay before retry number `attempt` (0-based): the server's Retry-After when given,
+    else exponential backoff with full jitter, uniform in [0, min(max_s, base_s * 2**attempt)]."""
+    if retry_after is not None:
+        return retry_after
+    ceiling = min(max_s, base_s * (2.0 ** min(attempt, 62)))
+    return (rng or random).uniform(0.0, ceiling)

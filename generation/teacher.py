@@ -1,0 +1,60 @@
+"""The teacher interface shared by every backend."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import xxhash
+
+from curation.record import Sampling
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(slots=True)
+class TeacherRequest:
+    """One chat request: messages, sampling, and an optional JSON schema for the output."""
+
+    messages: list[dict[str, str]]
+    sampling: Sampling = field(default_factory=Sampling)
+    json_schema: dict[str, Any] | None = None
+
+    def cache_key(self, model: str) -> str:
+        """Content address of the rendered request, the model and the sampling parameters."""
+        payload = json.dumps(
+            [model, self.messages, asdict(self.sampling), self.json_schema],
+            sort_keys=True,
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        return xxhash.xxh3_128_hexdigest(payload.encode("utf-8"))
+
+
+@dataclass(slots=True)
+class TeacherResponse:
+    """A completed request; `error` is set when it failed after all retries."""
+
+    text: str = ""
+    finish_reason: str = "stop"
+    usage: Usage = field(default_factory=Usage)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Teacher(Protocol):
+    """A backend that answers a batch of chat requests, one response per request, in order."""
+
+    model: str
+
+    def generate(self, requests: list[TeacherRequest]) -> list[TeacherResponse]: ...
+
+    def close(self) -> None: ...

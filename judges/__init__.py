@@ -1,0 +1,1 @@
+"""Judges, reward scores, verification and filters."""

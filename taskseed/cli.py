@@ -1,0 +1,67 @@
+"""The `taskseed` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from curation.errors import TaskseedError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="taskseed", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a pipeline config (resumes an existing run directory)")
+    run.add_argument("config", type=Path)
+    run.add_argument("--overlay", type=Path, action="append", default=[],
+                     help="a per-scale overlay merged over the config (repeatable)")
+    run.add_argument("--run-dir", type=Path, help="override the config's run_dir")
+    check = sub.add_parser("check", help="validate a pipeline config and its task specs")
+    check.add_argument("config", type=Path)
+    check.add_argument("--overlay", type=Path, action="append", default=[])
+    try:
+        from taskseed.catalog_cli import add_catalog_commands
+    except ImportError:
+        pass
+    else:
+        add_catalog_commands(sub)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from taskseed.run import run_pipeline
+    from taskseed.summary import format_summary
+
+    summary = run_pipeline(args.config, args.overlay, args.run_dir)
+    print(format_summary(summary))
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from taskseed.config import load_config
+    from taskseed.pipeline import build_stages
+
+    loaded = load_config(args.config, args.overlay)
+    stages = build_stages(loaded)
+    print(f"{args.config}: ok, {len(loaded.specs)} tasks, stages: "
+          + " -> ".join(s.name for s in stages) + f", config hash {loaded.hash[:12]}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handlers = {"run": _run, "check": _check}
+    handler = handlers.get(args.command) or getattr(args, "handler", None)
+    try:
+        return handler(args)
+    except TaskseedError as err:
+        print(f"taskseed: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("taskseed: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""The local executor: runs each stage's pending shards on a local Dask cluster."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from curation.errors import TaskseedError
+from curation.rundir import RunDir, StageDir, write_json
+from curation.shardrun import run_batch_shard, run_source_shard, write_frame_shard
+from curation.stage import BatchStage, FrameStage, SourceStage, Stage
+from taskseed.config import ExecutorConfig
+from taskseed.summary import StageReport
+
+Progress = Callable[[str], None]
+
+
+def stderr_progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class LocalExecutor:
+    """A `distributed.LocalCluster` of worker processes; the only code that knows the scale."""
+
+    def __init__(self, cfg: ExecutorConfig, progress: Progress = stderr_progress) -> None:
+        self.cfg = cfg
+        self.progress = progress
+        self._cluster: Any = None
+        self._client: Any = None
+
+    def __enter__(self) -> LocalExecutor:
+        from distributed import Client, LocalCluster
+
+        from curation.frames import set_backend
+
+        set_backend(self.cfg.backend)
+        logging.getLogger("distributed").setLevel(logging.ERROR)
+        self._cluster = LocalCluster(
+            n_workers=self.cfg.workers,
+            threads_per_worker=self.cfg.threads_per_worker,
+            processes=True,
+            dashboard_address=None,
+            memory_limit=self.cfg.memory_limit,
+            silence_logs=logging.ERROR,
+        )
+        self._client = Client(self._cluster)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+    def run(self, stages: list[Stage], run_dir: RunDir) -> list[StageReport]:
+        """Run every stage in order, skipping shards whose done marker exists."""
+        reports = []
+        previous: StageDir | None = None
+        for index, stage in enumerate(stages):
+            out = run_dir.stage(index + 1, stage.name)
+            run_dir.claim_stage(out, stage.fingerprint(), stage.name)
+            started = time.perf_counter()
+            if isinstance(stage, SourceStage):
+                ran = self._run_source(stage, out)
+            elif isinstance(stage, BatchStage):
+                assert previous is not None
+                ran = self._run_batch(stage, previous, out)
+            elif isinstance(stage, FrameStage):
+                assert previous is not None
+                ran = self._run_frame(stage, previous, out)
+            else:
+                raise TaskseedError(f"stage '{stage.name}' has no executable shape")
+            if isinstance(stage, BatchStage):
+                stage.finalize(out)
+            report = StageReport.collect(stage.name, out, ran, time.perf_counter() - started)
+            self.progress(report.line())
+            reports.append(report)
+            previous = out
+        return reports
+
+    def _gather(self, name: str, futures: dict[Any, int], total: int) -> dict[int, dict]:
+        from distributed import as_completed
+
+        done: dict[int, dict] = {}
+        for future in as_completed(list(futures)):
+            shard = futures[future]
+            try:
+                done[shard] = future.result()
+            except TaskseedError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - reported as one line with the shard
+                raise TaskseedError(
+                    f"stage '{name}' shard {shard} failed: {type(exc).__name__}: {exc}"
+                ) from exc
+            self.progress(f"[{name}] shard {shard} done ({len(done)}/{total} this run)")
+        return done
+
+    def _run_source(self, stage: SourceStage, out: StageDir) -> dict[int, dict]:
+        plan_path = out.plan_path()
+        if plan_path.exists():
+            plan = json.loads(plan_path.read_text())
+        else:
+            plan = stage.plan()
+            write_json(plan_path, plan)
+        pending = [i for i in range(len(plan)) if not out.is_done(i)]
+        self.progress(f"[{stage.name}] {len(plan)} shards, {len(pending)} to run")
+        futures = {
+            self._client.submit(run_source_shard, stage, out, i, plan[i], pure=False): i
+            for i in pending
+        }
+        return self._gather(stage.name, futures, len(pending))
+
+    def _run_batch(self, stage: BatchStage, src: StageDir, out: StageDir) -> dict[int, dict]:
+        shards = src.done_shards()
+        pending = [i for i in shards if not out.is_done(i)]
+        self.progress(f"[{stage.name}] {len(shards)} shards, {len(pending)} to run")
+        futures = {
+            self._client.submit(run_batch_shard, stage, src, out, i, pure=False): i
+            for i in pending
+        }
+        return self._gather(stage.name, futures, len(pending))
+
+    def _run_frame(self, stage: FrameStage, src: StageDir, out: StageDir) -> dict[int, dict]:
+        import dask
+
+        from curation.frames import read_records
+
+        shards = stage.params.shards
+        pending = [i for i in range(shards) if not out.is_done(i)]
+        self.progress(f"[{stage.name}] {shards} shards, {len(pending)} to run")
+        if not pending:
+            return {}
+        files = [src.shard_path(i) for i in src.done_shards()]
+        if not files:
+            raise TaskseedError(f"stage '{stage.name}' has no input shards in {src.path}")
+        parts = stage.run(read_records(files), shards).to_delayed()
+        tasks = [dask.delayed(write_frame_shard)(parts[i], stage.name, out, i) for i in pending]
+        futures = dict(zip(self._client.compute(tasks), pending, strict=True))
+        return self._gather(stage.name, futures, len(pending))

@@ -1,0 +1,31 @@
+"""Running a pipeline config end to end."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from curation.rundir import RunDir
+from taskseed.config import load_config
+from taskseed.executor import LocalExecutor, Progress, stderr_progress
+from taskseed.pipeline import build_stages
+from taskseed.summary import write_summary
+
+
+def run_pipeline(
+    config_path: Path,
+    overlays: list[Path] | None = None,
+    run_dir: Path | None = None,
+    progress: Progress = stderr_progress,
+) -> dict[str, Any]:
+    """Run every stage; rerunning on the same run directory only finishes what is missing."""
+    start = time.perf_counter()
+    loaded = load_config(config_path, overlays, run_dir)
+    stages = build_stages(loaded)
+    rd = RunDir(loaded.run_dir)
+    rd.write_config(loaded.resolved, loaded.hash)
+    progress(f"run {rd.path}: {len(stages)} stages, {len(loaded.specs)} tasks")
+    with LocalExecutor(loaded.config.executor, progress) as executor:
+        reports = executor.run(stages, rd)
+    return write_summary(rd, loaded.hash, reports, time.perf_counter() - start)

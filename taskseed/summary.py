@@ -1,0 +1,87 @@
+"""Per-stage reports and the run summary: counts per stage, drops per reason."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from curation.rundir import RunDir, StageDir, write_json
+
+
+@dataclass
+class StageReport:
+    name: str
+    shards: int
+    shards_run: int
+    inputs: int
+    outputs: int
+    rejects: dict[str, int] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
+    counters_this_run: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @classmethod
+    def collect(cls, name: str, out: StageDir, ran: dict[int, dict], seconds: float) -> StageReport:
+        """Totals over every done shard, plus counters of the shards run in this invocation."""
+        rejects: Counter[str] = Counter()
+        counters: Counter[str] = Counter()
+        now: Counter[str] = Counter()
+        inputs = outputs = 0
+        shards = out.done_shards()
+        for shard in shards:
+            m = out.read_marker(shard)
+            inputs += m["inputs"]
+            outputs += m["outputs"]
+            rejects.update(m["rejects"])
+            counters.update(m["counters"])
+        for m in ran.values():
+            now.update(m["counters"])
+        return cls(
+            name, len(shards), len(ran), inputs, outputs, dict(sorted(rejects.items())),
+            dict(sorted(counters.items())), dict(sorted(now.items())), round(seconds, 2),
+        )
+
+    def line(self) -> str:
+        drops = ", ".join(f"{k} {v}" for k, v in self.rejects.items()) or "none"
+        text = (
+            f"[{self.name}] {self.shards} shards ({self.shards_run} run now): "
+            f"{self.inputs} in -> {self.outputs} out; drops: {drops}"
+        )
+        if "teacher_calls" in self.counters or self.name == "generate":
+            text += f"; teacher calls now: {self.counters_this_run.get('teacher_calls', 0)}"
+        return text
+
+
+def teacher_calls_this_run(reports: list[StageReport]) -> int:
+    return sum(r.counters_this_run.get("teacher_calls", 0) for r in reports)
+
+
+def write_summary(run_dir: RunDir, config_hash: str, reports: list[StageReport],
+                  seconds: float) -> dict[str, Any]:
+    """Write summary.json and summary.txt; return the summary."""
+    summary = {
+        "config_hash": config_hash,
+        "seconds": round(seconds, 2),
+        "teacher_calls_this_run": teacher_calls_this_run(reports),
+        "stages": [asdict(r) for r in reports],
+    }
+    write_json(run_dir.summary_path(), summary)
+    lines = [f"run {run_dir.path} (config {config_hash[:12]}), {seconds:.1f} s"]
+    lines += [r.line() for r in reports]
+    (run_dir.path / "summary.txt").write_text("\n".join(lines) + "\n")
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    rows = [("stage", "shards", "run now", "in", "out", "dropped")]
+    for s in summary["stages"]:
+        rows.append((s["name"], str(s["shards"]), str(s["shards_run"]), str(s["inputs"]),
+                     str(s["outputs"]), str(sum(s["rejects"].values()))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    for s in summary["stages"]:
+        for reason, n in s["rejects"].items():
+            out.append(f"  drop {s['name']}/{reason}: {n}")
+    out.append(f"teacher calls this run: {summary['teacher_calls_this_run']}")
+    return "\n".join(out)
