@@ -7,6 +7,7 @@ are stored as semantic text: a label or index is resolved against the choices.
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -126,6 +127,9 @@ def parse_llm_adapters(row: dict[str, Any]) -> dict[str, Any]:
     option-less yes/no rows. Returns `question`, `choices` and `answer_index` (None
     without options) and `answer` (the raw answer field).
     """
+    for name in ("instruction", "answer"):
+        if name in row and not isinstance(row[name], str):
+            raise RowError("wrong_type", name, f"expected text, got {type(row[name]).__name__}")
     instruction = _text(row.get("instruction"), "instruction")
     answer = _text(row.get("answer"), "answer")
     if _ADAPTER_LETTERED in instruction:
@@ -172,12 +176,27 @@ def _template(source: str) -> jinja2.Template:
     return _JINJA.from_string(source)
 
 
-def render(source: str, row: dict[str, Any], field: str) -> str:
+@lru_cache(maxsize=256)
+def import_function(ref: str) -> Any:
+    """The Python callable named `package.module.attr`."""
+    module_name, _, attr = ref.removeprefix("!function ").strip().rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise RowError("template_error", ref, f"cannot import: {exc}") from None
+
+
+def render(source: str, row: dict[str, Any], field: str) -> Any:
     """Render a Jinja template against a row; a template naming a row field reads it."""
+    if source.startswith("!function "):
+        try:
+            return import_function(source)(row)
+        except RowError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - task functions can raise anything
+            raise RowError("template_error", field, f"{type(exc).__name__}: {exc}") from None
     if "{{" not in source and "{%" not in source:
-        if source in row:
-            return row[source] if not isinstance(row[source], str) else row[source]
-        return source
+        return row.get(source, source)
     try:
         return _template(source).render(**row)
     except jinja2.UndefinedError as exc:
@@ -229,6 +248,12 @@ def _jinja_fields(row: dict[str, Any], mapping: Mapping) -> Fields:
 # --- field paths ---------------------------------------------------------------------------
 
 
+def _is_index(key: Any) -> bool:
+    if isinstance(key, float):
+        return key.is_integer()
+    return isinstance(key, int) or (isinstance(key, str) and key.strip().lstrip("-").isdigit())
+
+
 def _resolve_choice(choices: list[str], labels: list[str], key: Any, base: int) -> tuple[str, str]:
     """Map an answer key (label or index) to (answer text, answer label)."""
     if isinstance(key, bool):
@@ -237,9 +262,7 @@ def _resolve_choice(choices: list[str], labels: list[str], key: Any, base: int) 
         i = labels.index(key.strip())
     elif isinstance(key, str) and key.strip().upper() in labels:
         i = labels.index(key.strip().upper())
-    elif isinstance(key, int) or (isinstance(key, str) and key.strip().lstrip("-").isdigit()):
-        i = int(key) - base
-    elif isinstance(key, float) and key.is_integer():
+    elif _is_index(key):
         i = int(key) - base
     else:
         raise RowError("bad_label", "answer_key", f"label {key!r} is not among the choices")
@@ -327,6 +350,9 @@ def _adapter_fields(row: dict[str, Any]) -> Fields:
     choices = parsed["choices"]
     if parsed["answer_index"] is None:
         return Fields(question=parsed["question"], answer=parsed["answer"])
+    if not 0 <= parsed["answer_index"] < len(choices):
+        raise RowError("label_out_of_range", "answer",
+                       f"{parsed['answer']!r} names no option (there are {len(choices)})")
     labels = list(_LETTERS[: len(choices)])
     answer, label = _resolve_choice(choices, labels, parsed["answer_index"], 0)
     return Fields(question=parsed["question"], answer=answer, choices=choices, answer_label=label)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.errors import RowError, TaskseedError
-from curation.normalize import get_path
+from curation.normalize import get_path, import_function
 from curation.taskspec import HubSource, Mapping, RowFilter, SplitSpec
 
 MAX_ROW_BYTES = 1_000_000
@@ -298,5 +298,20 @@ def iter_split(split: SplitSpec, seeds_root: Path) -> Iterator[tuple[str, int, R
             yield str(path), index, row
     if split.hub is not None and not split.files:
         label = f"hub:{split.hub.path}/{split.hub.name or ''}:{split.hub.split}"
-        for index, row in apply_mapping_rows(iter_hub(split.hub), split.mapping):
+        rows: Iterable[Row] = iter_hub(split.hub)
+        if split.mapping.process_docs:
+            rows = _process_docs(rows, split.mapping.process_docs)
+        for index, row in apply_mapping_rows(rows, split.mapping):
             yield label, index, row
+
+
+def _process_docs(rows: Iterable[Row], ref: str) -> Iterable[Row]:
+    """Apply an lm-eval style `process_docs(Dataset) -> Dataset` to a split's rows."""
+    import datasets
+
+    try:
+        fn = import_function(ref)
+    except RowError as err:
+        raise TaskseedError(f"process_docs {ref}: {err}") from None
+    dataset = datasets.Dataset.from_list([r for r in rows if not isinstance(r, RowError)])
+    return iter(fn(dataset))

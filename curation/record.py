@@ -154,6 +154,10 @@ class Reject:
         return dataclasses.asdict(self)
 
     @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Reject:
+        return cls(**data)
+
+    @classmethod
     def of(cls, stage: str, reason: str, detail: str, item: Record | RawRow) -> Reject:
         item_id = item.id if isinstance(item, Record) else f"{item.source.path}:{item.source.row}"
         return cls(stage, reason, detail, item_id, json.dumps(item.to_dict(), ensure_ascii=False))

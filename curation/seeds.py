@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -39,17 +40,22 @@ class SeedStage(SourceStage):
         super().__init__(params)
         self.specs = specs
         self.seeds_root = seeds_root
+        self._cache: tuple[str, list] | None = None
 
     def fingerprint(self) -> str:
         return super().fingerprint() + _specs_hash(self.specs)
 
-    def _rows(self, spec: TaskSpec):
+    def _rows(self, spec: TaskSpec) -> list[tuple[str, int, Any]]:
+        """The task's training rows, read once per process and task (shards slice them)."""
+        if self._cache and self._cache[0] == spec.name:
+            return self._cache[1]
         assert spec.train is not None
-        limit = self.params.max_per_task
-        for n, (path, index, row) in enumerate(iter_split(spec.train, self.seeds_root)):
-            if limit is not None and n >= limit:
-                return
-            yield n, path, index, row
+        rows = list(islice(iter_split(spec.train, self.seeds_root), self.params.max_per_task))
+        self._cache = (spec.name, rows)
+        return rows
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_cache": None}
 
     def plan(self) -> list[dict[str, Any]]:
         shards = []
@@ -57,7 +63,7 @@ class SeedStage(SourceStage):
         for name, spec in sorted(self.specs.items()):
             if spec.train is None:
                 continue
-            total = sum(1 for _ in self._rows(spec))
+            total = len(self._rows(spec))
             for start in range(0, total, size):
                 shards.append({"task": name, "start": start, "stop": min(start + size, total)})
         return shards
@@ -66,11 +72,7 @@ class SeedStage(SourceStage):
         spec = self.specs[shard["task"]]
         assert spec.train is not None
         result = StageResult()
-        for n, path, index, row in self._rows(spec):
-            if n < shard["start"]:
-                continue
-            if n >= shard["stop"]:
-                break
+        for path, index, row in self._rows(spec)[shard["start"] : shard["stop"]]:
             source = Source(
                 dataset=spec.source.dataset,
                 config=spec.source.config,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from math import inf
 from pathlib import Path
 from typing import Literal
 
@@ -64,7 +65,10 @@ class Mapping(Strict):
       (e.g. `unanswerable` for SQuAD 2.0 questions without an answer).
     - `text_template`/`choices_template`/`target_template`: Jinja templates for
       `parser: jinja` (the lm-eval `doc_to_text`/`doc_to_choice`/`doc_to_target`); a
-      template without `{{` that names a row field reads that field.
+      template without `{{` that names a row field reads that field, and
+      `!function module.attr` calls that Python function with the row.
+    - `process_docs`: `module.attr` of a function applied to a hub split (a `datasets`
+      Dataset) before its rows are read, as lm-eval's `process_docs`.
     """
 
     parser: Literal["fields", "llm_adapters", "jinja"] = "fields"
@@ -88,6 +92,7 @@ class Mapping(Strict):
     text_template: str | None = None
     choices_template: str | list[str] | None = None
     target_template: str | int | None = None
+    process_docs: str | None = None
 
     @model_validator(mode="after")
     def _parser_fields(self) -> Mapping:
@@ -139,6 +144,11 @@ class SplitSpec(Strict):
             raise ValueError("`label_files` needs one label file per entry of `files`")
         if self.reader == "blocks" and not self.block_lines:
             raise ValueError("`reader: blocks` needs `block_lines`")
+        if not self.files and self.hub is not None and self.hub.mapping is not None:
+            if "mapping" in self.model_fields_set and self.mapping != self.hub.mapping:
+                raise ValueError("a hub-only split gives its row layout once: `mapping` "
+                                 "or `hub.mapping`")
+            self.mapping = self.hub.mapping
         return self
 
     def hub_variant(self) -> SplitSpec | None:
@@ -192,12 +202,14 @@ class TaskSpec(Strict):
             )
         if split.lower() in HELD_OUT_SPLIT_NAMES:
             raise SpecError("train.split", f"split '{split}' is held out by name and cannot seed")
-        eval_files = {f for s in self.eval for f in s.files}
-        for i, name in enumerate(self.train.files):
-            if name in eval_files:
-                raise SpecError(
-                    f"train.files[{i}]", f"'{name}' is also a held-out eval file of this task"
-                )
+        for held in self.eval:
+            for i, name in enumerate(self.train.files):
+                if name in held.files and not _disjoint(self.train.mapping, held.mapping):
+                    raise SpecError(
+                        f"train.files[{i}]",
+                        f"'{name}' is also a file of held-out split '{held.split}' and no "
+                        "disjoint `where` filters keep their rows apart",
+                    )
         if (
             self.train.hub is not None
             and self.train.hub.split.lower() in HELD_OUT_SPLIT_NAMES
@@ -221,6 +233,16 @@ class TaskSpec(Strict):
             v.model_dump() for v in (s.hub_variant() for s in self.eval) if v is not None
         ]
         return TaskSpec.model_validate(data)
+
+
+def _disjoint(a: Mapping, b: Mapping) -> bool:
+    """Whether two mappings' `where` ranges over the same field cannot both keep a row."""
+    fa, fb = a.where, b.where
+    if fa is None or fb is None or fa.field != fb.field or fa.values or fb.values:
+        return False
+    lo_a, hi_a = fa.min if fa.min is not None else -inf, fa.max if fa.max is not None else inf
+    lo_b, hi_b = fb.min if fb.min is not None else -inf, fb.max if fb.max is not None else inf
+    return hi_a < lo_b or hi_b < lo_a
 
 
 HELD_OUT_SPLIT_NAMES = frozenset({"test", "validation", "valid", "val", "dev", "eval"})

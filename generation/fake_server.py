@@ -12,15 +12,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import inspect
 import json
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
+from generation.http_teacher import new_event_loop
+
+try:
+    import orjson
+
+    _dumps = orjson.dumps
+    _loads = orjson.loads
+except ImportError:  # pragma: no cover - orjson is optional
+    def _dumps(obj: Any) -> bytes:
+        return json.dumps(obj, ensure_ascii=False).encode("utf-8")
+
+    _loads = json.loads
 
 FAULT_KINDS = ("429", "500", "slow", "drop", "malformed", "truncated", "wrong_schema")
 
@@ -234,7 +248,7 @@ class FakeOpenAIServer:
         try:
             raw = await request.read()
             try:
-                body = json.loads(raw)
+                body = _loads(raw)
             except ValueError:
                 body = None
             fault = self._fault_for(index, body or {})
@@ -270,8 +284,7 @@ class FakeOpenAIServer:
         if self.responder is not None:
             content = self.responder(body)
         elif schema is not None:
-            content = json.dumps(instance_for(schema, last_user_message(body)),
-                                 ensure_ascii=False)
+            content = _dumps(instance_for(schema, last_user_message(body))).decode()
         else:
             content = f"echo: {last_user_message(body)}"
         finish = "stop"
@@ -297,8 +310,7 @@ class FakeOpenAIServer:
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
-        return web.Response(body=json.dumps(payload, ensure_ascii=False).encode(),
-                            content_type="application/json")
+        return web.Response(body=_dumps(payload), content_type="application/json")
 
 
 def _requested_schema(body: dict[str, Any]) -> dict[str, Any] | None:
@@ -332,10 +344,12 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             await server.stop()
 
-    try:
-        asyncio.run(serve())
-    except KeyboardInterrupt:
-        pass
+    with contextlib.suppress(KeyboardInterrupt):
+        loop = new_event_loop()
+        try:
+            loop.run_until_complete(serve())
+        finally:
+            loop.close()
 
 
 if __name__ == "__main__":

@@ -147,7 +147,7 @@ class GenerateStage(BatchStage):
     def parse(self, group: list[Record], request: TeacherRequest, text: str) -> Record:
         """A record from the teacher's JSON reply, with lineage back to its seeds."""
         try:
-            data = json.loads(text)
+            data = json.loads(text, strict=False)
         except json.JSONDecodeError as exc:
             raise RowError("unparsable", "response", exc.msg) from None
         if not isinstance(data, dict):

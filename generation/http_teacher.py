@@ -17,6 +17,17 @@ from typing import Any
 
 import aiohttp
 
+try:
+    import orjson
+
+    _dumps = orjson.dumps
+    _loads = orjson.loads
+except ImportError:  # pragma: no cover - orjson is optional
+    def _dumps(obj: Any) -> bytes:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    _loads = json.loads
+
 from generation.retry import Failure, backoff_delay, is_retryable_status, parse_retry_after
 from generation.teacher import TeacherRequest, TeacherResponse, Usage
 
@@ -31,6 +42,15 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "object": (dict,),
     "null": (type(None),),
 }
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A uvloop loop when uvloop is installed, else the default asyncio loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def schema_error(value: Any, schema: dict[str, Any], root: dict[str, Any] | None = None,
@@ -197,7 +217,7 @@ class OpenAITeacher:
             )
         with self._lock:
             if self._loop is None or self._loop.is_closed():
-                self._loop = asyncio.new_event_loop()
+                self._loop = new_event_loop()
             return self._loop.run_until_complete(self.agenerate(requests))
 
     async def agenerate(self, requests: list[TeacherRequest]) -> list[TeacherResponse]:
@@ -215,6 +235,12 @@ class OpenAITeacher:
 
     def close(self) -> None:
         """Close every session this teacher opened and its private event loop."""
+        try:
+            current = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        if current is not None and current in self._states:
+            raise RuntimeError("inside a running event loop, use `await teacher.aclose()`")
         with self._lock:
             for loop, state in list(self._states.items()):
                 if loop.is_closed():
@@ -276,10 +302,14 @@ class OpenAITeacher:
                 "type": "json_schema",
                 "json_schema": {"name": "record", "schema": request.json_schema, "strict": True},
             }
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return _dumps(body)
 
     async def _run(self, state: _LoopState, request: TeacherRequest) -> TeacherResponse:
-        body = self._payload(request)
+        try:
+            body = self._payload(request)
+        except (TypeError, ValueError):
+            self.failures += 1
+            return TeacherResponse(finish_reason="error", error="bad_request")
         attempt = 0
         while True:
             async with state.semaphore:
@@ -317,7 +347,7 @@ class OpenAITeacher:
             return Failure(f"http_{status}", is_retryable_status(status),
                            parse_retry_after(retry_after))
         try:
-            payload = json.loads(raw)
+            payload = _loads(raw)
             choice = payload["choices"][0]
             text = choice["message"]["content"] or ""
             finish = choice.get("finish_reason") or "stop"
@@ -333,7 +363,7 @@ class OpenAITeacher:
         if schema is not None:
             text = _strip_fences(text)
             try:
-                value = json.loads(text)
+                value = _loads(text)
             except ValueError:
                 return Failure("invalid_json", text=text, finish_reason=finish)
             if schema_error(value, schema) is not None:

@@ -71,27 +71,28 @@ def n_choices(exemplars: list[Record]) -> int:
     return max(set(counts), key=counts.count) if counts else 0
 
 
-def _string(max_length: int = 2000) -> dict[str, Any]:
-    return {"type": "string", "minLength": 1, "maxLength": max_length}
+def _string() -> dict[str, Any]:
+    # No maxLength: grammar-constrained decoders expand it into one rule per character.
+    return {"type": "string", "minLength": 1}
 
 
 def response_schema(fmt: Format, exemplars: list[Record]) -> dict[str, Any]:
     """The JSON schema the teacher's reply must follow for this format."""
     props: dict[str, Any] = {"question": _string()}
     if any(r.context for r in exemplars) or fmt is Format.EXTRACTIVE:
-        props["context"] = _string(4000)
+        props["context"] = _string()
     n = n_choices(exemplars)
     if n:
-        props["choices"] = {"type": "array", "items": _string(300), "minItems": n, "maxItems": n}
+        props["choices"] = {"type": "array", "items": _string(), "minItems": n, "maxItems": n}
         props["answer_index"] = {"type": "integer", "enum": list(range(n))}
     elif fmt is Format.YES_NO:
         props["answer"] = {"type": "string", "enum": ["yes", "no"]}
     else:
         if fmt is Format.MATH:
             props["reasoning"] = _string()
-        props["answer"] = _string(4000 if fmt is Format.CODE else 500)
+        props["answer"] = _string()
         if fmt is Format.CODE:
-            props["tests"] = {"type": "array", "items": _string(500), "minItems": 1, "maxItems": 5}
+            props["tests"] = {"type": "array", "items": _string(), "minItems": 1, "maxItems": 5}
     return {
         "type": "object",
         "properties": props,

@@ -54,9 +54,13 @@ def backoff_delay(
     retry_after: float | None = None,
     rng: random.Random | None = None,
 ) -> float:
-    """Delay before retry number `attempt` (0-based): the server's Retry-After when given,
-    else exponential backoff with full jitter, uniform in [0, min(max_s, base_s * 2**attempt)]."""
+    """Delay before retry number `attempt` (0-based).
+
+    Exponential backoff with full jitter, uniform in [0, min(max_s, base_s * 2**attempt)];
+    when the server sent Retry-After, that wait plus up to min(base_s, max_s) of jitter, so
+    that requests throttled together do not all return at the same instant."""
+    rng = rng or random
     if retry_after is not None:
-        return retry_after
+        return retry_after + rng.uniform(0.0, min(base_s, max_s))
     ceiling = min(max_s, base_s * (2.0 ** min(attempt, 62)))
-    return (rng or random).uniform(0.0, ceiling)
+    return rng.uniform(0.0, ceiling)

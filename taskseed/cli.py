@@ -52,7 +52,7 @@ def _check(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handlers = {"run": _run, "check": _check}
-    handler = handlers.get(args.command) or getattr(args, "handler", None)
+    handler = handlers.get(args.command) or args.func
     try:
         return handler(args)
     except TaskseedError as err:

@@ -47,6 +47,7 @@ class PipelineConfig(BaseModel):
     name: str
     run_dir: str
     seeds_root: str = "../shared/seeds"
+    seeds_from: Literal["local", "hub"] = "local"
     tasks: list[str] = Field(min_length=1)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
@@ -98,7 +99,7 @@ def load_config(
     base = path.parent
     seeds_root = Path(os.environ.get(SEEDS_ROOT_ENV) or base / config.seeds_root)
     task_files = _task_files(config.tasks, base, path)
-    specs = load_task_specs(task_files)
+    specs = load_task_specs(task_files, hub=config.seeds_from == "hub")
     resolved = config.model_dump(mode="json")
     resolved["tasks"] = [os.path.relpath(p, Path.cwd()) for p in task_files]
     resolved["specs"] = {name: spec.model_dump(mode="json") for name, spec in specs.items()}

@@ -1,0 +1,84 @@
+"""The README's quickstart, end to end, with the real embedded model."""
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from curation.arrow import read_parquet
+from curation.record import Origin, Record
+
+pytestmark = pytest.mark.slow
+
+
+def shard_digests(run: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((run / "stages").rglob("*"))
+        if p.is_file()
+    }
+
+
+def taskseed(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "taskseed.cli", *args],
+        cwd=repo, capture_output=True, text=True, timeout=900,
+    )
+
+
+@pytest.fixture(scope="module")
+def quickstart(repo, tmp_path_factory):
+    run = tmp_path_factory.mktemp("qs") / "run"
+    proc = taskseed(repo, "run", "configs/quickstart.yaml", "--run-dir", str(run))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return run, proc
+
+
+def test_writes_nonempty_shards_with_lineage_and_license(quickstart):
+    run, proc = quickstart
+    export = run / "stages" / "06-export"
+    records = [r for p in sorted(export.glob("part-*.parquet")) for r in read_parquet(p, Record)]
+    assert records, proc.stderr[-2000:]
+    for record in records:
+        assert record.origin is Origin.GENERATED
+        assert record.license == "Apache-2.0" and record.commercial
+        assert record.lineage.teacher_model == "SmolLM2-135M-Instruct-Q4_1"
+        assert len(record.lineage.seed_ids) >= 1
+        assert record.lineage.prompt_template.endswith(".j2") and record.lineage.prompt_hash
+        assert record.lineage.sampling is not None
+        assert record.source.dataset == "taskseed/quickstart"
+    lines = [json.loads(x) for p in sorted(export.glob("*.jsonl")) for x in p.open()]
+    assert len(lines) == len(records)
+    assert all(line["text"].strip() and line["lineage"]["seed_ids"] for line in lines)
+    manifest = json.loads((export / "manifest.json").read_text())
+    assert manifest["totals"]["records"] == len(records)
+
+
+def test_summary_counts_every_stage_and_drop(quickstart):
+    run, proc = quickstart
+    summary = json.loads((run / "summary.json").read_text())
+    names = [s["name"] for s in summary["stages"]]
+    assert names == ["seeds", "normalize", "generate", "validity", "exact_dedup", "export"]
+    gen = summary["stages"][2]
+    assert gen["counters_this_run"]["teacher_calls"] > 0
+    assert summary["teacher_calls_this_run"] == gen["counters_this_run"]["teacher_calls"]
+    for stage in summary["stages"][1:]:
+        assert stage["inputs"] == stage["outputs"] + sum(stage["rejects"].values()) or (
+            stage["name"] in {"generate", "export"}
+        )
+    assert "teacher calls this run" in proc.stdout
+
+
+def test_second_run_makes_no_teacher_calls_and_changes_nothing(repo, quickstart):
+    run, _ = quickstart
+    before = shard_digests(run)
+    proc = taskseed(repo, "run", "configs/quickstart.yaml", "--run-dir", str(run))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["teacher_calls_this_run"] == 0
+    assert all(s["shards_run"] == 0 for s in summary["stages"])
+    assert "teacher calls this run: 0" in proc.stdout
+    assert shard_digests(run) == before
