@@ -56,4 +56,5 @@ def to_arrow_records(frame: Any) -> pa.Table:
     """A pandas or cuDF partition of records as an Arrow table with the record schema."""
     if hasattr(frame, "to_arrow"):  # cuDF
         return frame.to_arrow().select(RECORD_SCHEMA.names).cast(RECORD_SCHEMA)
-    return pa.Table.from_pandas(frame[RECORD_SCHEMA.names], schema=RECORD_SCHEMA, preserve_index=False)
+    columns = frame[RECORD_SCHEMA.names]
+    return pa.Table.from_pandas(columns, schema=RECORD_SCHEMA, preserve_index=False)

@@ -11,7 +11,7 @@ from typing import Any
 import xxhash
 
 
-class Format(str, enum.Enum):
+class Format(enum.StrEnum):
     """The answer form of a task."""
 
     MULTIPLE_CHOICE = "multiple_choice"
@@ -23,7 +23,7 @@ class Format(str, enum.Enum):
     COMPLETION = "completion"
 
 
-class Origin(str, enum.Enum):
+class Origin(enum.StrEnum):
     SEED = "seed"
     GENERATED = "generated"
 

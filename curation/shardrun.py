@@ -52,7 +52,9 @@ def run_batch_shard(stage: BatchStage, src: StageDir, out: StageDir, shard: int)
     return info
 
 
-def split_marked(stage_name: str, records: list[Record], reasons: list, details: list) -> StageResult:
+def split_marked(
+    stage_name: str, records: list[Record], reasons: list, details: list
+) -> StageResult:
     """Split a frame stage's marked rows into kept records and rejects."""
     result = StageResult()
     for record, reason, detail in zip(records, reasons, details, strict=True):

@@ -11,9 +11,9 @@ import xxhash
 from pydantic import BaseModel, ConfigDict, Field
 
 from curation.errors import RowError
-from curation.text import normalize_text
 from curation.record import Lineage, Origin, Record, Reject, Sampling, Source
 from curation.stage import BatchStage, StageResult
+from curation.text import normalize_text
 from generation.backends import TeacherConfig, make_teacher
 from generation.prompts import render, response_schema, template_hash, template_name
 from generation.teacher import Teacher, TeacherRequest, TeacherResponse
@@ -37,7 +37,9 @@ def _stable_int(*parts: Any) -> int:
     return xxhash.xxh3_64_intdigest(json.dumps(parts).encode()) & 0x7FFFFFFF
 
 
-def seed_groups(records: list[Record], k: int, max_groups: int | None, seed: int) -> list[list[Record]]:
+def seed_groups(
+    records: list[Record], k: int, max_groups: int | None, seed: int
+) -> list[list[Record]]:
     """Deterministic groups of k seeds of one task (the last group may be smaller)."""
     ordered = sorted(records, key=lambda r: r.id)
     random.Random(seed).shuffle(ordered)
@@ -73,7 +75,9 @@ class GenerateStage(BatchStage):
         state["_teacher"] = None
         return state
 
-    def plan_requests(self, batch: list[Record], shard: int) -> list[tuple[list[Record], TeacherRequest]]:
+    def plan_requests(
+        self, batch: list[Record], shard: int
+    ) -> list[tuple[list[Record], TeacherRequest]]:
         """Every (exemplar group, request) this shard asks the teacher for, in a fixed order."""
         p: GenerateParams = self.params
         by_task: dict[str, list[Record]] = defaultdict(list)

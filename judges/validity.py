@@ -41,7 +41,8 @@ def check(record: Record, params: ValidityParams) -> tuple[bool, str, str]:
         return False, "answer_not_yes_no", f"'{record.answer[:80]}'"
     if record.format is Format.MATH and not _NUMBER.match(record.answer.strip().rstrip(".")):
         return False, "answer_not_numeric", f"'{record.answer[:80]}'"
-    if record.format is Format.EXTRACTIVE and record.context and record.answer not in record.context:
+    extractive = record.format is Format.EXTRACTIVE and record.context
+    if extractive and record.answer not in record.context:
         return False, "answer_not_in_context", f"'{record.answer[:80]}'"
     if record.format is Format.CODE and not record.tests:
         return False, "code_without_tests", "no tests"

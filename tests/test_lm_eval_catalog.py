@@ -16,8 +16,6 @@ from curation.record import RawRow, Source
 from curation.taskspec import TaskSpec, load_task_spec
 from taskseed.catalog_cli import add_catalog_commands
 
-pytest.importorskip("lm_eval")
-
 TOY_TASKS = Path(__file__).resolve().parent / "fixtures" / "lm_eval_tasks"
 
 

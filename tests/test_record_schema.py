@@ -5,7 +5,14 @@ import pytest
 
 from curation.arrow import RECORD_SCHEMA, read_parquet, write_parquet
 from curation.record import (
-    Format, Lineage, Origin, RawRow, Record, Reject, Sampling, Source,
+    Format,
+    Lineage,
+    Origin,
+    RawRow,
+    Record,
+    Reject,
+    Sampling,
+    Source,
 )
 
 

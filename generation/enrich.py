@@ -1,0 +1,191 @@
+"""The enrich stage: the teacher explains each record's given answer and adds background.
+
+For each record the teacher is asked, under a JSON schema, for the fields it still lacks:
+`reasoning` (how the evidence and question lead to the given answer) and `knowledge`
+(background facts). A record that already has reasoning (e.g. a math solution from
+generate) is only asked for knowledge; one with both is passed through. The answer is
+shown as fixed and never read back, so enrichment cannot change it.
+
+Lineage stays as generate wrote it; the enrich template's hash is part of this stage's
+fingerprint, so a changed prompt is a different stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from typing import Any, Literal
+
+import xxhash
+from pydantic import BaseModel, ConfigDict, Field
+
+from curation.errors import RowError
+from curation.record import Record, Reject, Sampling
+from curation.stage import BatchStage, StageResult
+from generation.backends import TeacherConfig, make_teacher
+from generation.prompts import PROMPT_DIR, _env
+from generation.teacher import Teacher, TeacherRequest, TeacherResponse
+
+TEMPLATE = "enrich.j2"
+FIELDS = ("reasoning", "knowledge")
+SYSTEM_PROMPT = (
+    "You annotate training examples. Each example comes with its correct answer, which you "
+    "must keep as given. Be accurate and concise. Reply with JSON only."
+)
+
+
+class EnrichParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(0.3, ge=0, le=2)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(384, ge=16)
+    batch_size: int = Field(256, ge=1)
+    on_failure: Literal["keep", "drop"] = "keep"
+
+
+@functools.cache
+def enrich_template_hash() -> str:
+    """Hash of the system prompt and the enrich template."""
+    text = SYSTEM_PROMPT + (PROMPT_DIR / TEMPLATE).read_text()
+    return xxhash.xxh3_64_hexdigest(text.encode())
+
+
+def missing_fields(record: Record) -> list[str]:
+    """The enrichment fields the record does not have yet, in a fixed order."""
+    return [f for f in FIELDS if not (getattr(record, f) or "").strip()]
+
+
+def enrich_schema(fields: list[str]) -> dict[str, Any]:
+    """JSON schema of the teacher's reply: the requested fields as non-empty strings."""
+    return {
+        "type": "object",
+        "properties": {f: {"type": "string", "minLength": 1} for f in fields},
+        "required": list(fields),
+        "additionalProperties": False,
+    }
+
+
+def render_enrich(record: Record, fields: list[str]) -> list[dict[str, str]]:
+    """Chat messages asking for `fields` of one record."""
+    answer = f"{record.answer_label}) {record.answer}" if record.answer_label else record.answer
+    user = _env().get_template(TEMPLATE).render(
+        task=record.task,
+        context=record.context,
+        question=record.question,
+        choices=record.choices,
+        solution=record.reasoning,
+        answer=answer,
+        fields=fields,
+    )
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def request_seed(record_id: str) -> int:
+    """A sampling seed fixed by the record id."""
+    return xxhash.xxh3_64_intdigest(f"enrich:{record_id}".encode()) & 0x7FFFFFFF
+
+
+def parse_enrichment(text: str, fields: list[str]) -> dict[str, str]:
+    """The requested fields from the teacher's JSON reply, stripped; RowError if unusable."""
+    try:
+        data = json.loads(text, strict=False)
+    except json.JSONDecodeError as exc:
+        raise RowError("unparsable", "response", exc.msg) from None
+    if not isinstance(data, dict):
+        raise RowError("unparsable", "response", "reply is not a JSON object")
+    out = {}
+    for name in fields:
+        value = data.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise RowError("missing_field", name, "missing or empty")
+        out[name] = value.strip()
+    return out
+
+
+class EnrichStage(BatchStage):
+    """Fills each record's `reasoning` and `knowledge` from the teacher."""
+
+    name = "enrich"
+
+    def __init__(self, params: EnrichParams, teacher: TeacherConfig) -> None:
+        super().__init__(params)
+        self.teacher_cfg = teacher
+        self._teacher: Teacher | None = None
+
+    def fingerprint(self) -> str:
+        blob = self.teacher_cfg.model_dump_json(exclude={"max_concurrency", "timeout_s"})
+        blob += enrich_template_hash()
+        return super().fingerprint() + xxhash.xxh3_64_hexdigest(blob.encode())
+
+    def setup(self) -> None:
+        if self._teacher is None:
+            self._teacher = make_teacher(self.teacher_cfg)
+
+    def teardown(self) -> None:
+        if self._teacher is not None:
+            self._teacher.close()
+            self._teacher = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_teacher"] = None
+        return state
+
+    def plan_requests(self, batch: list[Record]) -> list[tuple[int, list[str], TeacherRequest]]:
+        """(position in batch, requested fields, request) for every record that needs some."""
+        p: EnrichParams = self.params
+        planned = []
+        for i, record in enumerate(batch):
+            fields = missing_fields(record)
+            if not fields:
+                continue
+            sampling = Sampling(p.temperature, p.top_p, p.max_tokens, request_seed(record.id))
+            request = TeacherRequest(
+                messages=render_enrich(record, fields),
+                sampling=sampling,
+                json_schema=enrich_schema(fields),
+            )
+            planned.append((i, fields, request))
+        return planned
+
+    def process(self, batch: list[Record], shard: int) -> StageResult:
+        self.setup()
+        assert self._teacher is not None
+        result = StageResult()
+        planned = self.plan_requests(batch)
+        result.counters["enrich_skipped"] += len(batch) - len(planned)
+        outcome: dict[int, Record | None] = {}
+        size = self.params.batch_size
+        for start in range(0, len(planned), size):
+            chunk = planned[start : start + size]
+            responses = self._teacher.generate([req for _, _, req in chunk])
+            result.counters["teacher_calls"] += len(chunk)
+            for (i, fields, _), response in zip(chunk, responses, strict=True):
+                result.counters["completion_tokens"] += response.usage.completion_tokens
+                outcome[i] = self._apply(batch[i], fields, response, result)
+        for i, record in enumerate(batch):
+            kept = outcome.get(i, record)
+            if kept is not None:
+                result.items.append(kept)
+        return result
+
+    def _apply(
+        self, record: Record, fields: list[str], response: TeacherResponse, result: StageResult
+    ) -> Record | None:
+        """The enriched record; on failure the record as it was, or None when it is dropped."""
+        try:
+            if not response.ok:
+                raise RowError("teacher_error", "response", response.error or "")
+            if response.finish_reason == "length":
+                raise RowError("truncated", "response", "the reply hit max_tokens")
+            values = parse_enrichment(response.text, fields)
+        except RowError as err:
+            result.counters["enrich_failed"] += 1
+            if self.params.on_failure == "keep":
+                return record
+            result.rejects.append(Reject.of(self.name, err.reason, str(err), record))
+            return None
+        result.counters["enriched"] += 1
+        return dataclasses.replace(record, **values)
