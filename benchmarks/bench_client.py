@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -177,56 +179,74 @@ def sdk(base_url: str, concurrency: int) -> Callable[[list[TeacherRequest]], int
 CLIENTS = {"ours": ours_sync, "ours_asyncio_loop": ours_asyncio, "openai_sdk": sdk}
 
 
+def worker(args: argparse.Namespace) -> None:
+    """Measure one client in this fresh process and print its result as JSON."""
+    os.sched_setaffinity(0, {args.cpu})
+    run = CLIENTS[args.worker](args.url, args.concurrency)
+    try:
+        result = measure(run, make_requests(args.warmup, f"w{args.worker}"),
+                         make_requests(args.requests, args.worker), args.server_pid)
+    finally:
+        run.close()  # type: ignore[attr-defined]
+    print(json.dumps(result), flush=True)
+
+
 def bench(clients: list[str], latency_s: float, concurrency: int, warmup_n: int, timed_n: int,
-          server_cpu: int | None) -> dict[str, dict[str, float]]:
+          client_cpu: int, server_cpu: int | None) -> dict[str, dict[str, float]]:
+    """Each client runs in its own process, so no client pays for another's imports."""
     results = {}
     with server_process(latency_s, server_cpu) as (base_url, pid):
         for name in clients:
-            run = CLIENTS[name](base_url, concurrency)
-            try:
-                results[name] = measure(run, make_requests(warmup_n, f"w{name}"),
-                                        make_requests(timed_n, name), pid)
-            finally:
-                run.close()  # type: ignore[attr-defined]
+            out = subprocess.run(
+                [sys.executable, __file__, "--worker", name, "--url", base_url,
+                 "--server-pid", str(pid), "--cpu", str(client_cpu),
+                 "--concurrency", str(concurrency), "--warmup", str(warmup_n),
+                 "--requests", str(timed_n)],
+                check=True, capture_output=True, text=True,
+            ).stdout
+            results[name] = json.loads(out.strip().splitlines()[-1])
             print(f"  {name:<18} {results[name]}", flush=True)
     return results
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=5_000,
+    parser.add_argument("--requests", type=int, default=10_000,
                         help="timed requests per client against the instant server")
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--in-flight", type=int, default=1000)
     parser.add_argument("--latency", type=float, default=2.0)
     parser.add_argument("--waves", type=int, default=3, help="timed waves for the latency test")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--worker", choices=sorted(CLIENTS), help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--server-pid", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker:
+        worker(args)
+        return
 
+    load_at_start = os.getloadavg()
     cpus = sorted(os.sched_getaffinity(0))
     client_cpu, server_cpu = (cpus[0], cpus[1]) if len(cpus) > 1 else (cpus[0], None)
-    os.sched_setaffinity(0, {client_cpu})
     try:
-        import openai
-        openai_version: str | None = openai.__version__
+        openai_version: str | None = importlib.metadata.version("openai")
         clients = list(CLIENTS)
-    except ImportError:
+    except importlib.metadata.PackageNotFoundError:
         openai_version = None
         clients = ["ours", "ours_asyncio_loop"]
         print("openai is not installed: the SDK baseline is skipped", flush=True)
-    try:
-        import uvloop  # noqa: F401
-        loop_name = "uvloop"
-    except ImportError:
-        loop_name = "asyncio"
+    loop_name = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
 
     print(f"(a) instant server, {args.requests} requests, concurrency {args.concurrency}, "
           f"client pinned to CPU {client_cpu}", flush=True)
     throughput = bench(clients, 0.0, args.concurrency, min(2000, args.requests),
-                       args.requests, server_cpu)
+                       args.requests, client_cpu, server_cpu)
     print(f"(b) {args.in_flight} in flight, server latency {args.latency}s", flush=True)
     in_flight = bench(clients, args.latency, args.in_flight, args.in_flight,
-                      args.in_flight * args.waves, server_cpu)
+                      args.in_flight * args.waves, client_cpu, server_cpu)
     ideal = args.in_flight / args.latency
     for result in in_flight.values():
         result["share_of_ideal"] = round(result["rps"] / ideal, 3)
@@ -236,6 +256,7 @@ def main(argv: list[str] | None = None) -> None:
             "cpus": os.cpu_count(), "python": platform.python_version(),
             "aiohttp": aiohttp.__version__, "openai": openai_version,
             "ours_loop": loop_name, "client_cpu": client_cpu, "server_cpu": server_cpu,
+            "loadavg_at_start": load_at_start, "loadavg_at_end": os.getloadavg(),
         },
         "throughput": throughput,
         "in_flight": {"in_flight": args.in_flight, "latency_s": args.latency,

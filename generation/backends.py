@@ -26,6 +26,7 @@ class TeacherConfig(BaseModel):
     n_ctx: int = 2048
     n_threads: int | None = None
     tensor_parallel_size: int = 1
+    cache_dir: str | None = None
 
 
 def make_teacher(cfg: TeacherConfig) -> Teacher:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from curation.errors import TaskseedError
@@ -70,8 +71,17 @@ class EmbeddedTeacher:
             usage=Usage(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)),
         )
 
-    def generate(self, requests: list[TeacherRequest]) -> list[TeacherResponse]:
-        return [self._one(r) for r in requests]
+    def generate(
+        self,
+        requests: list[TeacherRequest],
+        on_response: Callable[[int, TeacherResponse], None] | None = None,
+    ) -> list[TeacherResponse]:
+        out = []
+        for i, request in enumerate(requests):
+            out.append(self._one(request))
+            if on_response is not None:
+                on_response(i, out[-1])
+        return out
 
     def close(self) -> None:
         self._llm.close() if hasattr(self._llm, "close") else None

@@ -22,10 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from curation.errors import RowError
 from curation.record import Record, Reject, Sampling
-from curation.stage import BatchStage, StageResult
-from generation.backends import TeacherConfig, make_teacher
+from curation.stage import StageResult
+from generation.backends import TeacherConfig
 from generation.prompts import PROMPT_DIR, _env
-from generation.teacher import Teacher, TeacherRequest, TeacherResponse
+from generation.teacher import TeacherRequest, TeacherResponse
+from generation.teacher_stage import TeacherStage
 
 TEMPLATE = "enrich.j2"
 FIELDS = ("reasoning", "knowledge")
@@ -104,34 +105,16 @@ def parse_enrichment(text: str, fields: list[str]) -> dict[str, str]:
     return out
 
 
-class EnrichStage(BatchStage):
+class EnrichStage(TeacherStage):
     """Fills each record's `reasoning` and `knowledge` from the teacher."""
 
     name = "enrich"
 
     def __init__(self, params: EnrichParams, teacher: TeacherConfig) -> None:
-        super().__init__(params)
-        self.teacher_cfg = teacher
-        self._teacher: Teacher | None = None
+        super().__init__(params, teacher)
 
     def fingerprint(self) -> str:
-        blob = self.teacher_cfg.model_dump_json(exclude={"max_concurrency", "timeout_s"})
-        blob += enrich_template_hash()
-        return super().fingerprint() + xxhash.xxh3_64_hexdigest(blob.encode())
-
-    def setup(self) -> None:
-        if self._teacher is None:
-            self._teacher = make_teacher(self.teacher_cfg)
-
-    def teardown(self) -> None:
-        if self._teacher is not None:
-            self._teacher.close()
-            self._teacher = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_teacher"] = None
-        return state
+        return super().fingerprint() + enrich_template_hash()
 
     def plan_requests(self, batch: list[Record]) -> list[tuple[int, list[str], TeacherRequest]]:
         """(position in batch, requested fields, request) for every record that needs some."""
@@ -151,20 +134,13 @@ class EnrichStage(BatchStage):
         return planned
 
     def process(self, batch: list[Record], shard: int) -> StageResult:
-        self.setup()
-        assert self._teacher is not None
         result = StageResult()
         planned = self.plan_requests(batch)
         result.counters["enrich_skipped"] += len(batch) - len(planned)
+        responses = self.ask([req for _, _, req in planned], shard, result.counters)
         outcome: dict[int, Record | None] = {}
-        size = self.params.batch_size
-        for start in range(0, len(planned), size):
-            chunk = planned[start : start + size]
-            responses = self._teacher.generate([req for _, _, req in chunk])
-            result.counters["teacher_calls"] += len(chunk)
-            for (i, fields, _), response in zip(chunk, responses, strict=True):
-                result.counters["completion_tokens"] += response.usage.completion_tokens
-                outcome[i] = self._apply(batch[i], fields, response, result)
+        for (i, fields, _), response in zip(planned, responses, strict=True):
+            outcome[i] = self._apply(batch[i], fields, response, result)
         for i, record in enumerate(batch):
             kept = outcome.get(i, record)
             if kept is not None:

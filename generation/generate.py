@@ -5,18 +5,22 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
+from dataclasses import replace
 from typing import Any
 
 import xxhash
 from pydantic import BaseModel, ConfigDict, Field
 
-from curation.errors import RowError
+from curation.arrow import read_parquet
+from curation.errors import RowError, TaskseedError
 from curation.record import Lineage, Origin, Record, Reject, Sampling, Source
-from curation.stage import BatchStage, StageResult
+from curation.rundir import StageDir
+from curation.stage import StageResult
 from curation.text import normalize_text
-from generation.backends import TeacherConfig, make_teacher
+from generation.backends import TeacherConfig
 from generation.prompts import render, response_schema, template_hash, template_name
-from generation.teacher import Teacher, TeacherRequest, TeacherResponse
+from generation.teacher import TeacherRequest, TeacherResponse
+from generation.teacher_stage import TeacherStage
 
 
 class GenerateParams(BaseModel):
@@ -24,13 +28,25 @@ class GenerateParams(BaseModel):
 
     exemplars: int = Field(3, ge=1, le=16)
     samples_per_group: int = Field(1, ge=1)
-    groups_per_task: int | None = Field(None, ge=1)
+    groups_per_shard: int | None = Field(None, ge=1)
     temperature: float = Field(0.8, ge=0, le=2)
     top_p: float = Field(0.95, gt=0, le=1)
     max_tokens: int = Field(384, ge=16)
     seed: int = 0
     topics: list[str] = Field(default_factory=list)
     batch_size: int = Field(256, ge=1)
+    max_attempts: int = Field(2, ge=1, le=10)
+    min_coverage: float = Field(0.0, ge=0, le=1)
+
+
+RETRYABLE = {"unparsable", "truncated", "wrong_type", "missing_field", "label_out_of_range"}
+FAILURES = RETRYABLE | {"teacher_error"}
+
+
+def _reseeded(request: TeacherRequest, attempt: int) -> TeacherRequest:
+    """The same request with another sampling seed, for another try."""
+    sampling = replace(request.sampling, seed=_stable_int(request.sampling.seed, attempt))
+    return replace(request, sampling=sampling)
 
 
 def _stable_int(*parts: Any) -> int:
@@ -47,33 +63,18 @@ def seed_groups(
     return groups[:max_groups] if max_groups else groups
 
 
-class GenerateStage(BatchStage):
-    """Asks the teacher for new task-aligned examples and parses them into records."""
+class GenerateStage(TeacherStage):
+    """Asks the teacher for new task-aligned examples and parses them into records.
+
+    A reply that is unparsable, truncated or off-schema is asked again with a new sampling
+    seed, up to `max_attempts`; what still fails is a reject with its reason, and is also
+    listed in the stage's `failures.jsonl`.
+    """
 
     name = "generate"
 
     def __init__(self, params: GenerateParams, teacher: TeacherConfig) -> None:
-        super().__init__(params)
-        self.teacher_cfg = teacher
-        self._teacher: Teacher | None = None
-
-    def fingerprint(self) -> str:
-        blob = self.teacher_cfg.model_dump_json(exclude={"max_concurrency", "timeout_s"})
-        return super().fingerprint() + xxhash.xxh3_64_hexdigest(blob.encode())
-
-    def setup(self) -> None:
-        if self._teacher is None:
-            self._teacher = make_teacher(self.teacher_cfg)
-
-    def teardown(self) -> None:
-        if self._teacher is not None:
-            self._teacher.close()
-            self._teacher = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_teacher"] = None
-        return state
+        super().__init__(params, teacher)
 
     def plan_requests(
         self, batch: list[Record], shard: int
@@ -86,57 +87,64 @@ class GenerateStage(BatchStage):
         planned = []
         for task in sorted(by_task):
             groups = seed_groups(
-                by_task[task], p.exemplars, p.groups_per_task, _stable_int(p.seed, shard, task)
+                by_task[task], p.exemplars, p.groups_per_shard, _stable_int(p.seed, shard, task)
             )
             for g, group in enumerate(groups):
                 for s in range(p.samples_per_group):
                     n = _stable_int(p.seed, shard, task, g, s)
                     topic = p.topics[n % len(p.topics)] if p.topics else None
-                    sampling = Sampling(p.temperature, p.top_p, p.max_tokens, n)
                     request = TeacherRequest(
                         messages=render(group[0].format, task, group, topic),
-                        sampling=sampling,
+                        sampling=Sampling(p.temperature, p.top_p, p.max_tokens, n),
                         json_schema=response_schema(group[0].format, group),
                     )
                     planned.append((group, request))
         return planned
 
     def process(self, batch: list[Record], shard: int) -> StageResult:
-        self.setup()
-        assert self._teacher is not None
         result = StageResult()
-        planned = self.plan_requests(batch, shard)
-        size = self.params.batch_size
-        for start in range(0, len(planned), size):
-            chunk = planned[start : start + size]
-            responses = self._teacher.generate([req for _, req in chunk])
-            result.counters["teacher_calls"] += len(chunk)
-            for (group, request), response in zip(chunk, responses, strict=True):
-                result.counters["completion_tokens"] += response.usage.completion_tokens
-                self._collect(group, request, response, result)
+        pending = self.plan_requests(batch, shard)
+        result.counters["planned"] = len(pending)
+        for attempt in range(self.params.max_attempts):
+            responses = self.ask([req for _, req in pending], shard, result.counters)
+            retry = []
+            last = attempt + 1 == self.params.max_attempts
+            for (group, request), response in zip(pending, responses, strict=True):
+                try:
+                    record = self._record(group, request, response)
+                except RowError as err:
+                    if err.reason in RETRYABLE and not last:
+                        retry.append((group, _reseeded(request, attempt + 1)))
+                        continue
+                    result.rejects.append(self._failure(request, response, err))
+                    continue
+                self._keep(group, record, result)
+            result.counters["retried"] += len(retry)
+            pending = retry
+            if not pending:
+                break
+        result.counters["accepted"] = len(result.items)
         return result
 
-    def _collect(
-        self, group: list[Record], request: TeacherRequest, response: TeacherResponse,
-        result: StageResult,
-    ) -> None:
-        try:
-            if not response.ok:
-                raise RowError("teacher_error", "response", response.error or "")
-            if response.finish_reason == "length":
-                raise RowError("truncated", "response", "the reply hit max_tokens")
-            record = self.parse(group, request, response.text)
-        except RowError as err:
-            result.rejects.append(
-                Reject(
-                    stage=self.name,
-                    reason=err.reason,
-                    detail=str(err),
-                    item_id=request.cache_key(self._model()),
-                    item=json.dumps({"response": response.text[:4000]}, ensure_ascii=False),
-                )
-            )
-            return
+    def _record(
+        self, group: list[Record], request: TeacherRequest, response: TeacherResponse
+    ) -> Record:
+        if not response.ok:
+            raise RowError("teacher_error", "response", response.error or "")
+        if response.finish_reason == "length":
+            raise RowError("truncated", "response", "the reply hit max_tokens")
+        return self.parse(group, request, response.text)
+
+    def _failure(self, request: TeacherRequest, response: TeacherResponse, err: RowError) -> Reject:
+        return Reject(
+            stage=self.name,
+            reason=err.reason,
+            detail=str(err),
+            item_id=request.cache_key(self.model),
+            item=json.dumps({"response": response.text[:4000]}, ensure_ascii=False),
+        )
+
+    def _keep(self, group: list[Record], record: Record, result: StageResult) -> None:
         copied = {normalize_text(r.question) for r in group}
         if normalize_text(record.question) in copied:
             result.rejects.append(
@@ -145,8 +153,24 @@ class GenerateStage(BatchStage):
             return
         result.items.append(record)
 
-    def _model(self) -> str:
-        return self._teacher.model if self._teacher is not None else str(self.teacher_cfg.model)
+    def finalize(self, stage_dir: StageDir) -> None:
+        """Write `failures.jsonl` and enforce the minimum coverage."""
+        planned = accepted = 0
+        with (stage_dir.path / "failures.jsonl").open("w", encoding="utf-8") as fh:
+            for shard in stage_dir.done_shards():
+                marker = stage_dir.read_marker(shard)
+                planned += marker["counters"].get("planned", 0)
+                accepted += marker["outputs"]
+                for reject in read_parquet(stage_dir.rejects_path(shard), Reject):
+                    if reject.reason in FAILURES:
+                        fh.write(json.dumps(reject.to_dict(), ensure_ascii=False) + "\n")
+        coverage = accepted / planned if planned else 1.0
+        if coverage < self.params.min_coverage:
+            raise TaskseedError(
+                f"stage '{self.name}': coverage {coverage:.1%} ({accepted} of {planned} requests "
+                f"gave a record) is below min_coverage {self.params.min_coverage:.0%}; "
+                f"see {stage_dir.path / 'failures.jsonl'}"
+            )
 
     def parse(self, group: list[Record], request: TeacherRequest, text: str) -> Record:
         """A record from the teacher's JSON reply, with lineage back to its seeds."""
@@ -195,7 +219,7 @@ class GenerateStage(BatchStage):
             ),
             lineage=Lineage(
                 seed_ids=[r.id for r in group],
-                teacher_model=self._model(),
+                teacher_model=self.model,
                 prompt_template=template_name(fmt),
                 prompt_hash=template_hash(fmt),
                 sampling=request.sampling,

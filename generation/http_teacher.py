@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,6 +139,9 @@ class _LoopState:
     semaphore: asyncio.Semaphore
 
 
+OnResponse = Callable[[int, TeacherResponse], None]
+
+
 class OpenAITeacher:
     """`Teacher` over HTTP against an OpenAI-compatible chat completions endpoint.
 
@@ -204,8 +208,13 @@ class OpenAITeacher:
             "completion_tokens": self.completion_tokens,
         }
 
-    def generate(self, requests: list[TeacherRequest]) -> list[TeacherResponse]:
-        """Answer `requests` in order on this teacher's own event loop; blocks until done."""
+    def generate(
+        self, requests: list[TeacherRequest], on_response: OnResponse | None = None
+    ) -> list[TeacherResponse]:
+        """Answer `requests` in order on this teacher's own event loop; blocks until done.
+
+        `on_response(index, response)` is called as each request completes.
+        """
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -218,14 +227,24 @@ class OpenAITeacher:
         with self._lock:
             if self._loop is None or self._loop.is_closed():
                 self._loop = new_event_loop()
-            return self._loop.run_until_complete(self.agenerate(requests))
+            return self._loop.run_until_complete(self.agenerate(requests, on_response))
 
-    async def agenerate(self, requests: list[TeacherRequest]) -> list[TeacherResponse]:
+    async def agenerate(
+        self, requests: list[TeacherRequest], on_response: OnResponse | None = None
+    ) -> list[TeacherResponse]:
         """Answer `requests` concurrently, at most `max_concurrency` in flight, in order."""
         if not requests:
             return []
         state = self._state()
-        return list(await asyncio.gather(*(self._run(state, r) for r in requests)))
+        if on_response is None:
+            return list(await asyncio.gather(*(self._run(state, r) for r in requests)))
+
+        async def run_one(index: int, request: TeacherRequest) -> TeacherResponse:
+            response = await self._run(state, request)
+            on_response(index, response)
+            return response
+
+        return list(await asyncio.gather(*(run_one(i, r) for i, r in enumerate(requests))))
 
     async def aclose(self) -> None:
         """Close the session bound to the running event loop."""

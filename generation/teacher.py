@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -55,6 +56,12 @@ class Teacher(Protocol):
 
     model: str
 
-    def generate(self, requests: list[TeacherRequest]) -> list[TeacherResponse]: ...
+    def generate(
+        self,
+        requests: list[TeacherRequest],
+        on_response: Callable[[int, TeacherResponse], None] | None = None,
+    ) -> list[TeacherResponse]:
+        """Answer every request; `on_response(index, response)` is called as each completes."""
+        ...
 
     def close(self) -> None: ...

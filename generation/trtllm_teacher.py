@@ -191,7 +191,12 @@ class TensorRTLLMTeacher:
     def _generate(self, prompts: list[str], params: list[Any]) -> Sequence[Any]:
         return self._llm.generate(prompts, sampling_params=params, use_tqdm=False)
 
-    def generate(self, requests: list[TeacherRequest]) -> list[TeacherResponse]:
+    def generate(
+        self,
+        requests: list[TeacherRequest],
+        on_response: Callable[[int, TeacherResponse], None] | None = None,
+    ) -> list[TeacherResponse]:
+        """Answer the batch with one `LLM.generate` call; `on_response` sees each in order."""
         if not requests:
             return []
         prepared = [self._prepare(r) for r in requests]
@@ -201,9 +206,11 @@ class TensorRTLLMTeacher:
         schemas = [r.json_schema for r in requests]
         responses = run_batch(self._generate, prompts, params, schemas, errors)
         self.requests_sent += len(requests)
-        for response in responses:
+        for i, response in enumerate(responses):
             self.prompt_tokens += response.usage.prompt_tokens
             self.completion_tokens += response.usage.completion_tokens
+            if on_response is not None:
+                on_response(i, response)
         return responses
 
     def close(self) -> None:

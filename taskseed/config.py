@@ -17,6 +17,7 @@ from curation.errors import ConfigError
 from curation.taskspec import TaskSpec, load_task_specs
 from curation.yamlconf import read_yaml, validate
 from generation.backends import TeacherConfig
+from taskseed.budget import BudgetConfig
 
 SEEDS_ROOT_ENV = "TASKSEED_SEEDS_ROOT"
 
@@ -51,6 +52,7 @@ class PipelineConfig(BaseModel):
     tasks: list[str] = Field(min_length=1)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
     stages: list[StageEntry] = Field(min_length=1)
 
 

@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +14,7 @@ from curation.errors import TaskseedError
 from curation.rundir import RunDir, StageDir, write_json
 from curation.shardrun import run_batch_shard, run_source_shard, write_frame_shard
 from curation.stage import BatchStage, FrameStage, SourceStage, Stage
+from taskseed.budget import BudgetConfig
 from taskseed.config import ExecutorConfig
 from taskseed.summary import StageReport
 
@@ -26,9 +28,17 @@ def stderr_progress(line: str) -> None:
 class LocalExecutor:
     """A `distributed.LocalCluster` of worker processes; the only code that knows the scale."""
 
-    def __init__(self, cfg: ExecutorConfig, progress: Progress = stderr_progress) -> None:
+    def __init__(
+        self,
+        cfg: ExecutorConfig,
+        progress: Progress = stderr_progress,
+        budget: BudgetConfig | None = None,
+    ) -> None:
         self.cfg = cfg
         self.progress = progress
+        self.budget = budget or BudgetConfig()
+        self.spent: Counter[str] = Counter()
+        self.reports: list[StageReport] = []
         self._cluster: Any = None
         self._client: Any = None
 
@@ -58,11 +68,15 @@ class LocalExecutor:
 
     def run(self, stages: list[Stage], run_dir: RunDir) -> list[StageReport]:
         """Run every stage in order, skipping shards whose done marker exists."""
-        reports = []
+        reports = self.reports = []
         previous: StageDir | None = None
         for index, stage in enumerate(stages):
             out = run_dir.stage(index + 1, stage.name)
             run_dir.claim_stage(out, stage.fingerprint(), stage.name)
+            for shard in out.done_shards():
+                self._spend(out.read_marker(shard))
+            if hasattr(stage, "teacher_cfg"):
+                self.budget.check(self.spent)
             started = time.perf_counter()
             if isinstance(stage, SourceStage):
                 ran = self._run_source(stage, out)
@@ -86,18 +100,30 @@ class LocalExecutor:
         from distributed import as_completed
 
         done: dict[int, dict] = {}
-        for future in as_completed(list(futures)):
-            shard = futures[future]
-            try:
-                done[shard] = future.result()
-            except TaskseedError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - reported as one line with the shard
-                raise TaskseedError(
-                    f"stage '{name}' shard {shard} failed: {type(exc).__name__}: {exc}"
-                ) from exc
-            self.progress(f"[{name}] shard {shard} done ({len(done)}/{total} this run)")
+        try:
+            for future in as_completed(list(futures)):
+                shard = futures[future]
+                try:
+                    done[shard] = future.result()
+                except TaskseedError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - reported as one line with the shard
+                    raise TaskseedError(
+                        f"stage '{name}' shard {shard} failed: {type(exc).__name__}: {exc}"
+                    ) from exc
+                self.progress(f"[{name}] shard {shard} done ({len(done)}/{total} this run)")
+                if done[shard]["counters"].get("teacher_calls"):
+                    self._spend(done[shard])
+                    self.budget.check(self.spent)
+        except TaskseedError:
+            self._client.cancel(list(futures))
+            raise
         return done
+
+    def _spend(self, marker: dict) -> None:
+        counters = marker["counters"]
+        for key in ("teacher_calls", "prompt_tokens", "completion_tokens"):
+            self.spent[key] += counters.get(key, 0)
 
     def _run_source(self, stage: SourceStage, out: StageDir) -> dict[int, dict]:
         plan_path = out.plan_path()

@@ -13,6 +13,8 @@ from curation.export import ExportParams, ExportStage
 from curation.seeds import NormalizeStage, SeedParams, SeedStage
 from curation.stage import Stage
 from curation.yamlconf import validate
+from generation.backends import TeacherConfig
+from generation.enrich import EnrichParams, EnrichStage
 from generation.generate import GenerateParams, GenerateStage
 from judges.validity import ValidityParams, ValidityStage
 from taskseed.config import LoadedConfig
@@ -27,11 +29,20 @@ Builder = Callable[[Any, LoadedConfig], Stage]
 STAGES: dict[str, tuple[type[BaseModel], Builder]] = {
     "seeds": (SeedParams, lambda p, c: SeedStage(p, c.specs, c.seeds_root)),
     "normalize": (NoParams, lambda p, c: NormalizeStage(p, c.specs)),
-    "generate": (GenerateParams, lambda p, c: GenerateStage(p, c.config.teacher)),
+    "generate": (GenerateParams, lambda p, c: GenerateStage(p, teacher_config(c))),
+    "enrich": (EnrichParams, lambda p, c: EnrichStage(p, teacher_config(c))),
     "validity": (ValidityParams, lambda p, c: ValidityStage(p)),
     "exact_dedup": (ExactDedupParams, lambda p, c: ExactDedupStage(p)),
     "export": (ExportParams, lambda p, c: ExportStage(p)),
 }
+
+
+def teacher_config(loaded: LoadedConfig) -> TeacherConfig:
+    """The teacher config, with the request cache in the run directory unless set."""
+    cfg = loaded.config.teacher
+    if cfg.cache_dir:
+        return cfg
+    return cfg.model_copy(update={"cache_dir": str((loaded.run_dir / "cache").resolve())})
 
 
 def build_stages(loaded: LoadedConfig) -> list[Stage]:

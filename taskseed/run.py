@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from curation.errors import TaskseedError
 from curation.rundir import RunDir
 from taskseed.config import load_config
 from taskseed.executor import LocalExecutor, Progress, stderr_progress
@@ -26,6 +27,11 @@ def run_pipeline(
     rd = RunDir(loaded.run_dir)
     rd.write_config(loaded.resolved, loaded.hash)
     progress(f"run {rd.path}: {len(stages)} stages, {len(loaded.specs)} tasks")
-    with LocalExecutor(loaded.config.executor, progress) as executor:
-        reports = executor.run(stages, rd)
-    return write_summary(rd, loaded.hash, reports, time.perf_counter() - start)
+    executor = LocalExecutor(loaded.config.executor, progress, loaded.config.budget)
+    try:
+        with executor:
+            executor.run(stages, rd)
+    except TaskseedError as err:
+        write_summary(rd, loaded.hash, executor.reports, time.perf_counter() - start, str(err))
+        raise
+    return write_summary(rd, loaded.hash, executor.reports, time.perf_counter() - start)

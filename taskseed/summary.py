@@ -58,10 +58,12 @@ def teacher_calls_this_run(reports: list[StageReport]) -> int:
 
 
 def write_summary(run_dir: RunDir, config_hash: str, reports: list[StageReport],
-                  seconds: float) -> dict[str, Any]:
+                  seconds: float, error: str | None = None) -> dict[str, Any]:
     """Write summary.json and summary.txt; return the summary."""
     summary = {
         "config_hash": config_hash,
+        "status": "error" if error else "complete",
+        "error": error,
         "seconds": round(seconds, 2),
         "teacher_calls_this_run": teacher_calls_this_run(reports),
         "stages": [asdict(r) for r in reports],
@@ -69,6 +71,8 @@ def write_summary(run_dir: RunDir, config_hash: str, reports: list[StageReport],
     write_json(run_dir.summary_path(), summary)
     lines = [f"run {run_dir.path} (config {config_hash[:12]}), {seconds:.1f} s"]
     lines += [r.line() for r in reports]
+    if error:
+        lines.append(f"stopped: {error}")
     (run_dir.path / "summary.txt").write_text("\n".join(lines) + "\n")
     return summary
 

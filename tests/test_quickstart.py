@@ -39,7 +39,7 @@ def quickstart(repo, tmp_path_factory):
 
 def test_writes_nonempty_shards_with_lineage_and_license(quickstart):
     run, proc = quickstart
-    export = run / "stages" / "06-export"
+    export = run / "stages" / "07-export"
     records = [r for p in sorted(export.glob("part-*.parquet")) for r in read_parquet(p, Record)]
     assert records, proc.stderr[-2000:]
     for record in records:
@@ -61,7 +61,7 @@ def test_summary_counts_every_stage_and_drop(quickstart):
     run, proc = quickstart
     summary = json.loads((run / "summary.json").read_text())
     names = [s["name"] for s in summary["stages"]]
-    assert names == ["seeds", "normalize", "generate", "validity", "exact_dedup", "export"]
+    assert names == ["seeds", "normalize", "generate", "validity", "enrich", "exact_dedup", "export"]
     gen = summary["stages"][2]
     assert gen["counters_this_run"]["teacher_calls"] > 0
     assert summary["teacher_calls_this_run"] == gen["counters_this_run"]["teacher_calls"]
