@@ -61,7 +61,9 @@ def test_summary_counts_every_stage_and_drop(quickstart):
     run, proc = quickstart
     summary = json.loads((run / "summary.json").read_text())
     names = [s["name"] for s in summary["stages"]]
-    assert names == ["seeds", "normalize", "generate", "validity", "enrich", "exact_dedup", "export"]
+    assert names == [
+        "seeds", "normalize", "generate", "validity", "enrich", "exact_dedup", "export"
+    ]
     gen = summary["stages"][2]
     assert gen["counters_this_run"]["teacher_calls"] > 0
     assert summary["teacher_calls_this_run"] == gen["counters_this_run"]["teacher_calls"]

@@ -1,4 +1,4 @@
-"""kill -9 in the middle of generation: the rerun loses nothing and repeats only what was in flight."""
+"""kill -9 during generation: the rerun loses nothing and repeats only what was in flight."""
 
 from __future__ import annotations
 
