@@ -17,6 +17,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--overlay", type=Path, action="append", default=[],
                      help="a per-scale overlay merged over the config (repeatable)")
     run.add_argument("--run-dir", type=Path, help="override the config's run_dir")
+    plan = sub.add_parser("plan", help="planned teacher requests, tokens and cost of a config")
+    plan.add_argument("config", type=Path)
+    plan.add_argument("--overlay", type=Path, action="append", default=[])
     check = sub.add_parser("check", help="validate a pipeline config and its task specs")
     check.add_argument("config", type=Path)
     check.add_argument("--overlay", type=Path, action="append", default=[])
@@ -49,9 +52,17 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from taskseed.plan import format_plan, plan_run
+
+    plans, loaded = plan_run(args.config, args.overlay)
+    print(format_plan(plans, loaded))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"run": _run, "check": _check}
+    handlers = {"run": _run, "check": _check, "plan": _plan}
     handler = handlers.get(args.command) or args.func
     try:
         return handler(args)

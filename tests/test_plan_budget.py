@@ -1,0 +1,81 @@
+"""`taskseed plan` counts exactly what a run sends; budget caps stop a run and a rerun resumes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from generation.fake_server import FakeOpenAIServer
+from taskseed.budget import BudgetExceeded
+from taskseed.plan import format_plan, plan_run
+from taskseed.run import run_pipeline
+
+PIPE = """name: budget
+run_dir: {run}
+seeds_root: .
+tasks: [qa.yaml]
+executor: {{workers: 1}}
+teacher: {{backend: openai, base_url: {url}, model: fake, max_retries: 1}}
+budget: {{max_requests: {cap}, usd_per_1m_prompt_tokens: 2.0, usd_per_1m_completion_tokens: 8.0}}
+stages:
+  - {{name: seeds, rows_per_shard: 10}}
+  - {{name: normalize}}
+  - {{name: generate, exemplars: 2, samples_per_group: 2, max_attempts: 1}}
+"""
+TASK = """name: qa
+family: demo
+format: free_form
+license: MIT
+source: {dataset: demo/qa}
+scored_split: test
+train: {split: train, files: [qa.jsonl], mapping: {question: q, answer: a}}
+"""
+
+
+def workspace(tmp_path: Path, url: str, cap: int) -> Path:
+    rows = [{"q": f"What is item number {i} called?", "a": f"item {i}"} for i in range(40)]
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "qa.yaml").write_text(TASK)
+    config = tmp_path / "pipe.yaml"
+    config.write_text(PIPE.format(run=tmp_path / "run", url=url, cap=cap))
+    return config
+
+
+def quiet(line: str) -> None:
+    pass
+
+
+def test_plan_counts_exactly_what_the_run_sends(tmp_path):
+    with FakeOpenAIServer() as server:
+        config = workspace(tmp_path, server.base_url, cap=1000)
+        plans, loaded = plan_run(config)
+        assert [p.name for p in plans] == ["generate"]
+        assert plans[0].requests == 40  # 4 shards x 5 groups of 2 x 2 samples
+        assert plans[0].by_task == {"qa": 40}
+        text = format_plan(plans, loaded)
+        assert "total: 40 requests" in text and "budget: fits max_requests 1000" in text
+        assert server.count == 0
+        summary = run_pipeline(config, progress=quiet)
+        assert server.count == 40 == summary["teacher_calls_this_run"]
+    cost = loaded.config.budget.cost(plans[0].prompt_tokens, plans[0].max_completion_tokens)
+    assert cost > 0 and f"{cost:.2f}" in text
+
+
+def test_request_cap_stops_the_run_and_a_rerun_resumes(tmp_path):
+    with FakeOpenAIServer() as server:
+        config = workspace(tmp_path, server.base_url, cap=15)
+        with pytest.raises(BudgetExceeded, match="request cap reached"):
+            run_pipeline(config, progress=quiet)
+        stopped_at = server.count
+        assert 10 <= stopped_at < 40
+        summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+        assert summary["status"] == "error" and "request cap" in summary["error"]
+
+        config.write_text(config.read_text().replace("max_requests: 15", "max_requests: 100"))
+        summary = run_pipeline(config, progress=quiet)
+        assert summary["status"] == "complete"
+        assert server.count == 40  # finished shards and cached replies were not sent again
+    generate = summary["stages"][-1]
+    assert generate["outputs"] + sum(generate["rejects"].values()) == 40
