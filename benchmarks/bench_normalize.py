@@ -26,6 +26,7 @@ from curation.normalize import normalize_row
 from curation.readers import apply_mapping_rows, expand_files, iter_blocks, iter_labels
 from curation.record import RawRow, Source
 from curation.seeds import NormalizeStage, SeedParams, SeedStage
+from curation.shardrun import ready
 from curation.taskspec import SplitSpec, TaskSpec, load_task_specs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,9 +36,9 @@ def _dask_shard(job: tuple[str, Any], specs: dict[str, TaskSpec], seeds: Path,
                 rows_per_shard: int) -> tuple[int, int]:
     kind, shard = job
     if kind == "train":
-        stage = SeedStage(SeedParams(rows_per_shard=rows_per_shard), specs, seeds)
+        stage = ready(SeedStage(SeedParams(rows_per_shard=rows_per_shard), specs, seeds))
         read = stage.read(shard)
-        done = NormalizeStage(None, specs).process(read.items, 0)
+        done = ready(NormalizeStage(None, specs)).process(read.items, 0)
         return len(done.items), len(read.rejects) + len(done.rejects)
     task, split = shard
     target = next(t for t in eval_splits(specs) if (t.task, t.split) == (task, split))
