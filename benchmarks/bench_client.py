@@ -85,6 +85,8 @@ def server_process(latency_s: float, cpu: int | None) -> Iterator[tuple[str, int
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+        if proc.stdout:
+            proc.stdout.close()
 
 
 def measure(run: Callable[[list[TeacherRequest]], int], warmup: list[TeacherRequest],
@@ -108,7 +110,7 @@ def measure(run: Callable[[list[TeacherRequest]], int], warmup: list[TeacherRequ
 
 
 def ours_sync(base_url: str, concurrency: int) -> Callable[[list[TeacherRequest]], int]:
-    """OpenAITeacher.generate() on its own loop (uvloop when installed)."""
+    """OpenAITeacher.generate() on its own loop."""
     teacher = OpenAITeacher(base_url, "bench", max_concurrency=concurrency, timeout_s=60)
 
     def run(requests: list[TeacherRequest]) -> int:
@@ -273,8 +275,9 @@ def main(argv: list[str] | None = None) -> None:
     }
 
     print()
+    latency_header = f"req/s ({args.latency:g}s, {args.in_flight} in flight)"
     print(f"{'client':<20}{'req/s (instant)':>16}{'cpu us/req':>12}"
-          f"{'req/s (2s, 1000 in flight)':>28}{'share of ideal':>16}")
+          f"{latency_header:>28}{'share of ideal':>16}")
     for name in clients:
         a, b = throughput[name], in_flight[name]
         print(f"{name:<20}{a['rps']:>16,.0f}{a['client_cpu_us_per_request']:>12,.0f}"

@@ -8,6 +8,7 @@ from typing import Any
 import pyarrow as pa
 
 from curation.arrow import RECORD_SCHEMA
+from curation.errors import TaskseedError
 
 BACKENDS = ("pandas", "cudf")
 
@@ -17,13 +18,13 @@ def set_backend(backend: str) -> None:
     import dask
 
     if backend not in BACKENDS:
-        raise ValueError(f"unknown dataframe backend '{backend}'")
+        raise TaskseedError(f"unknown dataframe backend '{backend}'")
     if backend == "cudf":
         try:
             import cudf  # noqa: F401
             import dask_cudf  # noqa: F401
         except ImportError:
-            raise ImportError(
+            raise TaskseedError(
                 "the cudf backend needs the GPU extra: pip install 'taskseed[gpu]'"
             ) from None
     dask.config.set({"dataframe.backend": backend})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from typing import Any
@@ -20,6 +21,23 @@ def ready(stage: Stage) -> Stage:
         stage.setup()
         _READY[key] = stage
     return _READY[key]
+
+
+def release_all() -> None:
+    """Tear down every stage set up in this process (closes models and HTTP sessions).
+
+    Runs in a thread of its own: callers such as a Dask worker's event loop must not
+    host the teardown of a backend that drives its own event loop.
+    """
+
+    def teardown() -> None:
+        while _READY:
+            _, stage = _READY.popitem()
+            stage.teardown()
+
+    thread = threading.Thread(target=teardown, name="taskseed-teardown")
+    thread.start()
+    thread.join()
 
 
 def marker(result: StageResult, inputs: int, seconds: float) -> dict[str, Any]:

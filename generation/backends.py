@@ -48,6 +48,8 @@ def make_teacher(cfg: TeacherConfig) -> Teacher:
             timeout_s=cfg.timeout_s,
             max_retries=cfg.max_retries,
             structured_output=cfg.structured_output,
+            # Stages ask again with a new sampling seed; the same request would repeat itself.
+            retry_invalid_output=False,
         )
     from generation.trtllm_teacher import TensorRTLLMTeacher
 

@@ -163,7 +163,7 @@ class FakeOpenAIServer:
         self.count = 0
         self.in_flight = 0
         self.peak_in_flight = 0
-        self._runner: web.AppRunner | None = None
+        self._runner: web.ServerRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -178,16 +178,23 @@ class FakeOpenAIServer:
                 return fault
         return self._schedule[index] if index < len(self._schedule) else None
 
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/v1/chat/completions", self._handle)
-        app.router.add_get("/v1/models", self._models)
-        app.router.add_get("/health", self._health)
-        return app
+    async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
+        path = request.path.rstrip("/")
+        if path.endswith("/chat/completions"):
+            if request.method != "POST":
+                return _error(405, "method not allowed")
+            return await self._handle(request)
+        if path.endswith("/models"):
+            return web.json_response(
+                {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+        if path == "/health":
+            return web.Response(text="ok")
+        return _error(404, f"no route {request.path}")
 
     async def start(self) -> None:
         """Bind and serve on the running loop; sets `port` when it was 0."""
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.1)
+        self._runner = web.ServerRunner(web.Server(self._dispatch), access_log=None,
+                                        shutdown_timeout=0.1)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, backlog=4096)
         await site.start()
@@ -234,13 +241,7 @@ class FakeOpenAIServer:
         self._thread = None
         self._loop = None
 
-    async def _health(self, request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    async def _models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         index = self.count
         self.count += 1
         self.in_flight += 1
@@ -263,7 +264,7 @@ class FakeOpenAIServer:
         finally:
             self.in_flight -= 1
 
-    async def _answer(self, request: web.Request, index: int, body: dict[str, Any],
+    async def _answer(self, request: web.BaseRequest, index: int, body: dict[str, Any],
                       fault: Fault | None) -> web.StreamResponse:
         kind = fault.kind if fault else None
         if fault is not None and kind is not None and kind.isdigit():

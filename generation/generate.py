@@ -39,7 +39,11 @@ class GenerateParams(BaseModel):
     min_coverage: float = Field(0.0, ge=0, le=1)
 
 
-RETRYABLE = {"unparsable", "truncated", "wrong_type", "missing_field", "label_out_of_range"}
+RETRYABLE = {"unparsable", "truncated", "wrong_type", "missing_field", "label_out_of_range",
+             "schema_mismatch"}
+# Replies a backend already found invalid, by the reason it gives.
+CONTENT_ERRORS = {"invalid_json": "unparsable", "truncated": "truncated",
+                  "schema_mismatch": "schema_mismatch"}
 FAILURES = RETRYABLE | {"teacher_error"}
 
 
@@ -130,7 +134,8 @@ class GenerateStage(TeacherStage):
         self, group: list[Record], request: TeacherRequest, response: TeacherResponse
     ) -> Record:
         if not response.ok:
-            raise RowError("teacher_error", "response", response.error or "")
+            reason = CONTENT_ERRORS.get(response.error or "", "teacher_error")
+            raise RowError(reason, "response", response.error or "")
         if response.finish_reason == "length":
             raise RowError("truncated", "response", "the reply hit max_tokens")
         return self.parse(group, request, response.text)

@@ -46,12 +46,8 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
-    """A uvloop loop when uvloop is installed, else the default asyncio loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
+    """The teacher's private event loop (plain asyncio: it runs in worker threads too)."""
+    return asyncio.new_event_loop()
 
 
 def schema_error(value: Any, schema: dict[str, Any], root: dict[str, Any] | None = None,
@@ -162,6 +158,7 @@ class OpenAITeacher:
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30,
         structured_output: bool = True,
+        retry_invalid_output: bool = True,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
@@ -178,6 +175,7 @@ class OpenAITeacher:
         self.backoff_base_s = float(backoff_base_s)
         self.backoff_max_s = float(backoff_max_s)
         self.structured_output = structured_output
+        self.retry_invalid_output = retry_invalid_output
         self._url = f"{self.base_url}/chat/completions"
         self._key = _Secret(os.environ.get(api_key_env) or None)
         self._states: dict[asyncio.AbstractEventLoop, _LoopState] = {}
@@ -378,14 +376,17 @@ class OpenAITeacher:
         self.prompt_tokens += prompt_tokens
         self.completion_tokens += completion_tokens
         if finish == "length":
-            return Failure("truncated", text=text, finish_reason="length")
+            return Failure("truncated", self.retry_invalid_output, text=text,
+                           finish_reason="length")
         if schema is not None:
             text = _strip_fences(text)
             try:
                 value = _loads(text)
             except ValueError:
-                return Failure("invalid_json", text=text, finish_reason=finish)
+                return Failure("invalid_json", self.retry_invalid_output, text=text,
+                               finish_reason=finish)
             if schema_error(value, schema) is not None:
-                return Failure("schema_mismatch", text=text, finish_reason=finish)
+                return Failure("schema_mismatch", self.retry_invalid_output, text=text,
+                               finish_reason=finish)
         return TeacherResponse(text=text, finish_reason=finish,
                                usage=Usage(prompt_tokens, completion_tokens))

@@ -12,7 +12,7 @@ from typing import Any
 
 from curation.errors import TaskseedError
 from curation.rundir import RunDir, StageDir, write_json
-from curation.shardrun import run_batch_shard, run_source_shard, write_frame_shard
+from curation.shardrun import release_all, run_batch_shard, run_source_shard, write_frame_shard
 from curation.stage import BatchStage, FrameStage, SourceStage, Stage
 from taskseed.budget import BudgetConfig
 from taskseed.config import ExecutorConfig
@@ -49,16 +49,28 @@ class LocalExecutor:
 
         set_backend(self.cfg.backend)
         logging.getLogger("distributed").setLevel(logging.ERROR)
-        self._cluster = LocalCluster(
+        self._cluster = self._make_cluster(LocalCluster)
+        self._client = Client(self._cluster)
+        return self
+
+    def _make_cluster(self, local_cluster: Any) -> Any:
+        """dask-cuda's LocalCUDACluster (one worker per GPU) for cuDF, else a LocalCluster."""
+        common = {"dashboard_address": None, "silence_logs": logging.ERROR,
+                  "memory_limit": self.cfg.memory_limit}
+        if self.cfg.backend == "cudf":
+            try:
+                from dask_cuda import LocalCUDACluster
+            except ImportError:
+                raise TaskseedError(
+                    "executor.backend: cudf needs the GPU extra: pip install 'taskseed[gpu]'"
+                ) from None
+            return LocalCUDACluster(threads_per_worker=self.cfg.threads_per_worker, **common)
+        return local_cluster(
             n_workers=self.cfg.workers,
             threads_per_worker=self.cfg.threads_per_worker,
             processes=True,
-            dashboard_address=None,
-            memory_limit=self.cfg.memory_limit,
-            silence_logs=logging.ERROR,
+            **common,
         )
-        self._client = Client(self._cluster)
-        return self
 
     def __exit__(self, *exc: object) -> None:
         if self._client is not None:
@@ -88,6 +100,7 @@ class LocalExecutor:
                 ran = self._run_frame(stage, previous, out)
             else:
                 raise TaskseedError(f"stage '{stage.name}' has no executable shape")
+            self._client.run(release_all)
             if isinstance(stage, BatchStage):
                 stage.finalize(out)
             report = StageReport.collect(stage.name, out, ran, time.perf_counter() - started)

@@ -85,6 +85,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     for s in summary["stages"]:
+        per_task = {k.split(":", 1)[1]: v for k, v in s["counters"].items()
+                    if k.startswith("records:")}
+        if per_task:
+            out.append(f"  {s['name']} records per task: "
+                       + ", ".join(f"{k} {v}" for k, v in sorted(per_task.items())))
         for reason, n in s["rejects"].items():
             out.append(f"  drop {s['name']}/{reason}: {n}")
     out.append(f"teacher calls this run: {summary['teacher_calls_this_run']}")

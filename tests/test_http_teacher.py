@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -286,6 +290,21 @@ def test_unserialisable_request_is_an_error_response(server: FakeOpenAIServer) -
         responses = t.generate([bad, request("fine")])
     assert responses[0].error == "bad_request" and responses[1].ok
     assert server.count == 1
+
+
+def test_fake_server_cli_serves_requests() -> None:
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    with subprocess.Popen([sys.executable, "-m", "generation.fake_server", "--port", "0"],
+                          cwd=root, env=env, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            line = proc.stdout.readline() if proc.stdout else ""
+            assert line.startswith("listening on http://127.0.0.1:")
+            with OpenAITeacher(line.split()[-1], "m") as t:
+                [response] = t.generate([request("cli")])
+        finally:
+            proc.terminate()
+    assert json.loads(response.text) == instance_for(SCHEMA, "cli")
 
 
 def test_schema_error_subset() -> None:
