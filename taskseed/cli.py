@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 from curation.errors import TaskseedError
+from taskseed.catalog_cli import add_catalog_commands
+from taskseed.slurm import add_slurm_commands
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,12 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a pipeline config and its task specs")
     check.add_argument("config", type=Path)
     check.add_argument("--overlay", type=Path, action="append", default=[])
-    try:
-        from taskseed.catalog_cli import add_catalog_commands
-    except ImportError:
-        pass
-    else:
-        add_catalog_commands(sub)
+    add_catalog_commands(sub)
+    add_slurm_commands(sub)
     return parser
 
 

@@ -66,7 +66,11 @@ def test_summary_counts_every_stage_and_drop(quickstart):
     ]
     gen = summary["stages"][2]
     assert gen["counters_this_run"]["teacher_calls"] > 0
-    assert summary["teacher_calls_this_run"] == gen["counters_this_run"]["teacher_calls"]
+    enrich = summary["stages"][4]
+    assert enrich["counters_this_run"]["teacher_calls"] == enrich["inputs"] > 0
+    assert summary["teacher_calls_this_run"] == (
+        gen["counters_this_run"]["teacher_calls"] + enrich["counters_this_run"]["teacher_calls"]
+    )
     for stage in summary["stages"][1:]:
         assert stage["inputs"] == stage["outputs"] + sum(stage["rejects"].values()) or (
             stage["name"] in {"generate", "export"}
