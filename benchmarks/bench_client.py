@@ -121,7 +121,7 @@ def ours_sync(base_url: str, concurrency: int) -> Callable[[list[TeacherRequest]
 
 
 def ours_asyncio(base_url: str, concurrency: int) -> Callable[[list[TeacherRequest]], int]:
-    """OpenAITeacher.agenerate() on a plain asyncio loop, as the SDK runs."""
+    """OpenAITeacher.agenerate() on the caller's asyncio loop, as the SDK runs."""
     teacher = OpenAITeacher(base_url, "bench", max_concurrency=concurrency, timeout_s=60)
     loop = asyncio.new_event_loop()
 
@@ -178,7 +178,7 @@ def sdk(base_url: str, concurrency: int) -> Callable[[list[TeacherRequest]], int
     return run
 
 
-CLIENTS = {"ours": ours_sync, "ours_asyncio_loop": ours_asyncio, "openai_sdk": sdk}
+CLIENTS = {"ours": ours_sync, "ours_agenerate": ours_asyncio, "openai_sdk": sdk}
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -238,9 +238,8 @@ def main(argv: list[str] | None = None) -> None:
         clients = list(CLIENTS)
     except importlib.metadata.PackageNotFoundError:
         openai_version = None
-        clients = ["ours", "ours_asyncio_loop"]
+        clients = ["ours", "ours_agenerate"]
         print("openai is not installed: the SDK baseline is skipped", flush=True)
-    loop_name = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
 
     print(f"(a) instant server, {args.requests} requests, concurrency {args.concurrency}, "
           f"client pinned to CPU {client_cpu}", flush=True)
@@ -257,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": {
             "cpus": os.cpu_count(), "python": platform.python_version(),
             "aiohttp": aiohttp.__version__, "openai": openai_version,
-            "ours_loop": loop_name, "client_cpu": client_cpu, "server_cpu": server_cpu,
+            "client_cpu": client_cpu, "server_cpu": server_cpu,
             "loadavg_at_start": load_at_start, "loadavg_at_end": os.getloadavg(),
         },
         "throughput": throughput,
