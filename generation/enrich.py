@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 from typing import Any, Literal
 
 import xxhash
@@ -25,6 +24,7 @@ from curation.record import Record, Reject, Sampling
 from curation.stage import StageResult
 from generation.backends import TeacherConfig
 from generation.prompts import PROMPT_DIR, _env
+from generation.replies import json_object
 from generation.teacher import TeacherRequest, TeacherResponse
 from generation.teacher_stage import TeacherStage
 
@@ -90,12 +90,7 @@ def request_seed(record_id: str) -> int:
 
 def parse_enrichment(text: str, fields: list[str]) -> dict[str, str]:
     """The requested fields from the teacher's JSON reply, stripped; RowError if unusable."""
-    try:
-        data = json.loads(text, strict=False)
-    except json.JSONDecodeError as exc:
-        raise RowError("unparsable", "response", exc.msg) from None
-    if not isinstance(data, dict):
-        raise RowError("unparsable", "response", "reply is not a JSON object")
+    data = json_object(text)
     out = {}
     for name in fields:
         value = data.get(name)

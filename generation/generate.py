@@ -19,6 +19,7 @@ from curation.stage import StageResult
 from curation.text import normalize_text
 from generation.backends import TeacherConfig
 from generation.prompts import render, response_schema, template_hash, template_name
+from generation.replies import json_object
 from generation.teacher import TeacherRequest, TeacherResponse
 from generation.teacher_stage import TeacherStage
 
@@ -179,12 +180,7 @@ class GenerateStage(TeacherStage):
 
     def parse(self, group: list[Record], request: TeacherRequest, text: str) -> Record:
         """A record from the teacher's JSON reply, with lineage back to its seeds."""
-        try:
-            data = json.loads(text, strict=False)
-        except json.JSONDecodeError as exc:
-            raise RowError("unparsable", "response", exc.msg) from None
-        if not isinstance(data, dict):
-            raise RowError("unparsable", "response", "reply is not a JSON object")
+        data = json_object(text)
         first = group[0]
         fmt = first.format
         choices = data.get("choices") or []

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from workspace import write_task
+
 from generation.fake_server import FakeOpenAIServer, Fault
 
 PIPE = """name: failures
@@ -20,20 +22,11 @@ stages:
   - {{name: normalize}}
   - {{name: generate, exemplars: 1, max_attempts: 2, min_coverage: {coverage}}}
 """
-TASK = """name: qa
-family: demo
-format: free_form
-license: MIT
-source: {dataset: demo/qa}
-scored_split: test
-train: {split: train, files: [qa.jsonl], mapping: {question: q, answer: a}}
-"""
 
 
 def setup(tmp_path: Path, url: str, coverage: float) -> Path:
     rows = [{"q": f"What is the name of thing {i}?", "a": f"thing {i}"} for i in range(6)]
-    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "qa.yaml").write_text(TASK)
+    write_task(tmp_path, "qa", "free_form", rows, "{question: q, answer: a}")
     config = tmp_path / "pipe.yaml"
     config.write_text(PIPE.format(run=tmp_path / "run", url=url, coverage=coverage))
     return config

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from workspace import write_task
 
 from generation.fake_server import FakeOpenAIServer
 from taskseed.budget import BudgetExceeded
@@ -24,20 +25,11 @@ stages:
   - {{name: normalize}}
   - {{name: generate, exemplars: 2, samples_per_group: 2, max_attempts: 1}}
 """
-TASK = """name: qa
-family: demo
-format: free_form
-license: MIT
-source: {dataset: demo/qa}
-scored_split: test
-train: {split: train, files: [qa.jsonl], mapping: {question: q, answer: a}}
-"""
 
 
 def workspace(tmp_path: Path, url: str, cap: int) -> Path:
     rows = [{"q": f"What is item number {i} called?", "a": f"item {i}"} for i in range(40)]
-    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "qa.yaml").write_text(TASK)
+    write_task(tmp_path, "qa", "free_form", rows, "{question: q, answer: a}")
     config = tmp_path / "pipe.yaml"
     config.write_text(PIPE.format(run=tmp_path / "run", url=url, cap=cap))
     return config

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import xxhash
+from workspace import write_task
 
 from curation.arrow import read_parquet
 from curation.record import Record
@@ -37,14 +38,6 @@ stages:
   - {{name: generate, exemplars: 1, samples_per_group: 1, max_attempts: 1}}
 """
 
-TASK = """name: mc
-family: demo
-format: multiple_choice
-license: MIT
-source: {dataset: demo/mc}
-scored_split: test
-train: {split: train, files: [mc.jsonl], mapping: {question: q, choices: c, answer: a}}
-"""
 
 
 def respond(body: dict) -> str:
@@ -63,8 +56,7 @@ def workspace(tmp_path: Path) -> Path:
     rows = [{"q": f"Seed question number {i} about topic {i % 7}?",
              "c": [f"option {i}", f"option {i + 1}", f"option {i + 2}"], "a": f"option {i}"}
             for i in range(ROWS)]
-    (tmp_path / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "mc.yaml").write_text(TASK)
+    write_task(tmp_path, "mc", "multiple_choice", rows, "{question: q, choices: c, answer: a}")
     return tmp_path
 
 
