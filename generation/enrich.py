@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from curation.errors import RowError
 from curation.record import Record, Reject, Sampling
 from curation.stage import StageResult
+from curation.text import normalize_text
 from generation.backends import TeacherConfig
 from generation.prompts import PROMPT_DIR, _env
 from generation.replies import json_object
@@ -100,6 +101,17 @@ def parse_enrichment(text: str, fields: list[str]) -> dict[str, str]:
     return out
 
 
+# The rendered prompt's instructions start here (see prompts/enrich.j2).
+INSTRUCTIONS_START = "The answer above is correct"
+
+
+def echoes(value: str, instructions: str, n: int = 5) -> bool:
+    """Whether a reply shares a run of n words with the instructions it was given."""
+    words = normalize_text(value).split()
+    said = f" {normalize_text(instructions)} "
+    return any(f" {' '.join(words[i:i + n])} " in said for i in range(len(words) - n + 1))
+
+
 class EnrichStage(TeacherStage):
     """Fills each record's `reasoning` and `knowledge` from the teacher."""
 
@@ -134,8 +146,9 @@ class EnrichStage(TeacherStage):
         result.counters["enrich_skipped"] += len(batch) - len(planned)
         responses = self.ask([req for _, _, req in planned], shard, result.counters)
         outcome: dict[int, Record | None] = {}
-        for (i, fields, _), response in zip(planned, responses, strict=True):
-            outcome[i] = self._apply(batch[i], fields, response, result)
+        for (i, fields, request), response in zip(planned, responses, strict=True):
+            instructions = request.messages[-1]["content"].rpartition(INSTRUCTIONS_START)[2]
+            outcome[i] = self._apply(batch[i], fields, response, instructions, result)
         for i, record in enumerate(batch):
             kept = outcome.get(i, record)
             if kept is not None:
@@ -143,7 +156,8 @@ class EnrichStage(TeacherStage):
         return result
 
     def _apply(
-        self, record: Record, fields: list[str], response: TeacherResponse, result: StageResult
+        self, record: Record, fields: list[str], response: TeacherResponse, instructions: str,
+        result: StageResult,
     ) -> Record | None:
         """The enriched record; on failure the record as it was, or None when it is dropped."""
         try:
@@ -152,6 +166,9 @@ class EnrichStage(TeacherStage):
             if response.finish_reason == "length":
                 raise RowError("truncated", "response", "the reply hit max_tokens")
             values = parse_enrichment(response.text, fields)
+            for name, value in values.items():
+                if echoes(value, instructions):
+                    raise RowError("echoed_prompt", name, "repeats the prompt's instructions")
         except RowError as err:
             result.counters["enrich_failed"] += 1
             if self.params.on_failure == "keep":

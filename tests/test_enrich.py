@@ -224,3 +224,13 @@ def test_embedded_teacher_enriches() -> None:
     for r in result.items:
         assert isinstance(r.reasoning, str) and r.reasoning.strip()
         assert isinstance(r.knowledge, str) and r.knowledge.strip()
+
+
+def test_a_reply_that_echoes_the_instructions_is_not_used():
+    from generation.enrich import echoes
+
+    instructions = ("The answer above is correct and final: do not change it or argue for "
+                    "another one. Write \"knowledge\": the background facts someone needs.")
+    assert echoes("Do not change it or argue for another one.", instructions)
+    assert not echoes("Plants take in carbon dioxide through their leaves.", instructions)
+    assert not echoes("do not change", instructions)  # shorter than the 5-word window
