@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from workspace import hub_folder, with_local_hub
 
-import curation.readers as readers
 from curation.lm_eval_catalog import import_catalog, load_task_index, write_specs
 from curation.normalize import normalize_row
 from curation.readers import iter_split
@@ -24,11 +24,12 @@ def catalog():
     return import_catalog(load_task_index())
 
 
-def _normalize(spec: TaskSpec, row: dict, monkeypatch) -> list:
-    monkeypatch.setattr(readers, "iter_hub", lambda hub: iter([row]))
+def _normalize(spec: TaskSpec, row: dict, tmp_path: Path) -> list:
+    """Rows loaded by `datasets` from a local folder in the hub's layout, then normalized."""
     assert spec.train is not None
+    split = with_local_hub(spec.train, hub_folder(tmp_path / spec.name, [row]))
     out = []
-    for path, index, item in iter_split(spec.train, Path("/nonexistent")):
+    for path, index, item in iter_split(split, Path("/nonexistent")):
         raw = RawRow(spec.name, Source(spec.source.dataset, spec.source.config, "train", index,
                                        path), json.dumps(item, default=str))
         out.append(normalize_row(raw, spec, spec.train.mapping))
@@ -76,26 +77,26 @@ def test_written_specs_load_back(catalog, tmp_path):
         assert load_task_spec(path) == subset[path.stem]
 
 
-def test_imported_templates_normalize_hub_rows(catalog, monkeypatch):
+def test_imported_templates_normalize_hub_rows(catalog, tmp_path):
     (arc,) = _normalize(catalog.specs["arc_easy"], {
         "id": "Mercury_7175875", "question": "Which is a metal?",
         "choices": {"text": ["wood", "iron", "glass"], "label": ["A", "B", "C"]},
-        "answerKey": "B"}, monkeypatch)
+        "answerKey": "B"}, tmp_path)
     assert (arc.question, arc.choices, arc.answer, arc.answer_label) == (
         "Question: Which is a metal?\nAnswer:", ["wood", "iron", "glass"], "iron", "B")
     (boolq,) = _normalize(catalog.specs["boolq"], {
         "question": "is the sky blue", "passage": "The sky is blue.", "idx": 0, "label": 1},
-        monkeypatch)
+        tmp_path)
     assert (boolq.answer, boolq.choices) == ("yes", ["no", "yes"])
     (siqa,) = _normalize(catalog.specs["social_iqa"], {
         "context": "Kai lent Ash a pen.", "question": "Why did Kai do this?",
         "answerA": "to be kind", "answerB": "to be rude", "answerC": "to sell it",
-        "label": "1"}, monkeypatch)
+        "label": "1"}, tmp_path)
     assert (siqa.question, siqa.answer) == (
         "Q: Kai lent Ash a pen. Why did Kai do this?\nA:", "to be kind")
 
 
-def test_process_docs_functions_run_offline(catalog, monkeypatch):
+def test_process_docs_functions_run_offline(catalog, tmp_path):
     spec = catalog.specs["hellaswag"]
     assert spec.train.mapping.process_docs == "lm_eval.tasks.hellaswag.utils.process_docs"
     (record,) = _normalize(spec, {
@@ -104,7 +105,7 @@ def test_process_docs_functions_run_offline(catalog, monkeypatch):
         "ctx_b": "then", "ctx": "", "endings": ["he stops.", "he drives off.",
                                                 "he wipes [title] it.", "he sings."],
         "source_id": "x", "split": "train", "split_type": "indomain", "label": "1"},
-        monkeypatch)
+        tmp_path)
     assert record.question == (
         "Removing ice from car: Then, the man writes over the snow covering the window of a "
         "car. Then")

@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from workspace import hub_folder, with_local_hub
 
 import curation.readers as readers
 from curation.errors import ConfigError
@@ -116,7 +117,7 @@ def test_eval_counts_match_source_md(specs):
     assert {(t.task, t.split) for t in eval_splits(specs) if not t.local} == HUB_ONLY
 
 
-def test_iter_eval_records_skips_hub_only_splits(specs, monkeypatch):
+def test_iter_eval_records_skips_hub_only_splits(specs, tmp_path):
     subset = {k: specs[k] for k in ("gpqa", "mathqa", "logiqa")}
     rejects: list = []
     got = Counter((r.task, r.source.split) for r in iter_eval_records(subset, SEEDS,
@@ -128,11 +129,13 @@ def test_iter_eval_records_skips_hub_only_splits(specs, monkeypatch):
     hub_rows = [{"Question": "Which particle mediates the strong force?",
                  "Correct Answer": "gluon", "Incorrect Answer 1": "photon",
                  "Incorrect Answer 2": "W boson", "Incorrect Answer 3": "graviton"}]
-    monkeypatch.setattr(readers, "iter_hub", lambda hub: iter(hub_rows))
-    (gpqa,) = iter_eval_records({"gpqa": specs["gpqa"]}, SEEDS, include_hub=True)
+    folder = hub_folder(tmp_path / "gpqa", hub_rows)
+    spec = specs["gpqa"]
+    local = spec.model_copy(update={"eval": [with_local_hub(s, folder) for s in spec.eval]})
+    (gpqa,) = iter_eval_records({"gpqa": local}, SEEDS, include_hub=True)
     assert (gpqa.answer, gpqa.answer_label, gpqa.source.split) == ("gluon", "A", "train")
     assert gpqa.choices == ["gluon", "photon", "W boson", "graviton"]
-    assert gpqa.source.path == "hub:Idavidrein/gpqa/gpqa_main:train"
+    assert gpqa.source.path == f"hub:{folder}/:train"
 
 
 def test_licenses_and_commercial_flags(specs, train_results):
@@ -286,15 +289,16 @@ def test_hub_layouts_of_eval_only_tasks(specs):
     assert (mmlu_pro.answer, mmlu_pro.answer_label) == ("C", "C")
 
 
-def test_hub_rows_flow_through_the_seed_stages(specs, monkeypatch):
-    hub = {"gsm8k": specs["gsm8k"].hub_variant()}
+def test_hub_rows_flow_through_the_seed_stages(specs, tmp_path):
     rows = [{"question": "What is 1 + 1?", "answer": "1 + 1 = 2\n#### 2"},
             {"question": "What is 2 + 2?", "answer": "no marker here"}]
-    monkeypatch.setattr(readers, "iter_hub", lambda source: iter(rows))
+    folder = hub_folder(tmp_path / "gsm8k", rows)
+    spec = specs["gsm8k"].hub_variant()
+    hub = {"gsm8k": spec.model_copy(update={"train": with_local_hub(spec.train, folder)})}
     stage = SeedStage(SeedParams(), hub, SEEDS)
     (shard,) = stage.plan()
     read = stage.read(shard)
-    assert [r.source.path for r in read.items] == ["hub:openai/gsm8k/main:train"] * 2
+    assert [r.source.path for r in read.items] == [f"hub:{folder}/:train"] * 2
     done = NormalizeStage(None, hub).process(read.items, 0)
     assert [(r.answer, r.reasoning) for r in done.items] == [("2", "1 + 1 = 2")]
     assert [r.reason for r in done.rejects] == ["missing_field"]
