@@ -115,12 +115,11 @@ class Record:
         lineage = dict(data.get("lineage") or {})
         if lineage.get("sampling"):
             lineage["sampling"] = Sampling(**lineage["sampling"])
+        lineage["seed_ids"] = list(lineage.get("seed_ids") or [])
         data["lineage"] = Lineage(**lineage)
         data["choices"] = list(data.get("choices") or [])
         data["tests"] = list(data.get("tests") or [])
-        data["lineage"].seed_ids = list(data["lineage"].seed_ids or [])
-        scores = data.get("scores") or {}
-        data["scores"] = dict(scores) if isinstance(scores, dict) else dict(scores)
+        data["scores"] = dict(data.get("scores") or {})
         return cls(**data)
 
 

@@ -84,4 +84,5 @@ class EmbeddedTeacher:
         return out
 
     def close(self) -> None:
-        self._llm.close() if hasattr(self._llm, "close") else None
+        if hasattr(self._llm, "close"):
+            self._llm.close()
