@@ -9,7 +9,7 @@ from typing import Any
 
 from curation.record import Record, Reject
 from curation.rundir import StageDir
-from curation.stage import BatchStage, SourceStage, Stage, StageResult
+from curation.stage import BatchStage, FrameStage, SourceStage, Stage, StageResult
 
 _READY: dict[str, Stage] = {}
 
@@ -103,3 +103,22 @@ def _column(part: Any, name: str) -> list:
     if hasattr(column, "to_pandas"):  # cuDF
         column = column.to_pandas()
     return column.tolist()
+
+
+def frame_shard_tasks(stage: FrameStage, src: StageDir, out: StageDir) -> tuple[list[int], list]:
+    """The pending output shards of a frame stage and a delayed write for each."""
+    import dask
+
+    from curation.errors import TaskseedError
+    from curation.frames import read_records
+
+    shards = stage.params.shards
+    pending = [i for i in range(shards) if not out.is_done(i)]
+    if not pending:
+        return [], []
+    files = [src.shard_path(i) for i in src.done_shards()]
+    if not files:
+        raise TaskseedError(f"stage '{stage.name}' has no input shards in {src.path}")
+    parts = stage.run(read_records(files), shards).to_delayed()
+    return pending, [dask.delayed(write_frame_shard)(parts[i], stage.name, out, i)
+                     for i in pending]

@@ -12,9 +12,14 @@ from typing import Any
 
 from curation.errors import TaskseedError
 from curation.rundir import RunDir, StageDir, write_json
-from curation.shardrun import release_all, run_batch_shard, run_source_shard, write_frame_shard
+from curation.shardrun import (
+    frame_shard_tasks,
+    release_all,
+    run_batch_shard,
+    run_source_shard,
+)
 from curation.stage import BatchStage, FrameStage, SourceStage, Stage
-from taskseed.budget import BudgetConfig
+from taskseed.budget import BudgetConfig, add_spend
 from taskseed.config import ExecutorConfig
 from taskseed.summary import StageReport
 
@@ -134,9 +139,7 @@ class LocalExecutor:
         return done
 
     def _spend(self, marker: dict) -> None:
-        counters = marker["counters"]
-        for key in ("teacher_calls", "prompt_tokens", "completion_tokens"):
-            self.spent[key] += counters.get(key, 0)
+        add_spend(self.spent, marker)
 
     def _run_source(self, stage: SourceStage, out: StageDir) -> dict[int, dict]:
         plan_path = out.plan_path()
@@ -164,19 +167,9 @@ class LocalExecutor:
         return self._gather(stage.name, futures, len(pending))
 
     def _run_frame(self, stage: FrameStage, src: StageDir, out: StageDir) -> dict[int, dict]:
-        import dask
-
-        from curation.frames import read_records
-
-        shards = stage.params.shards
-        pending = [i for i in range(shards) if not out.is_done(i)]
-        self.progress(f"[{stage.name}] {shards} shards, {len(pending)} to run")
+        pending, tasks = frame_shard_tasks(stage, src, out)
+        self.progress(f"[{stage.name}] {stage.params.shards} shards, {len(pending)} to run")
         if not pending:
             return {}
-        files = [src.shard_path(i) for i in src.done_shards()]
-        if not files:
-            raise TaskseedError(f"stage '{stage.name}' has no input shards in {src.path}")
-        parts = stage.run(read_records(files), shards).to_delayed()
-        tasks = [dask.delayed(write_frame_shard)(parts[i], stage.name, out, i) for i in pending]
         futures = dict(zip(self._client.compute(tasks), pending, strict=True))
         return self._gather(stage.name, futures, len(pending))

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import taskseed
 from curation.errors import TaskseedError
+from taskseed.budget import add_spend
 
 if TYPE_CHECKING:
     from curation.rundir import RunDir, StageDir
@@ -111,19 +112,10 @@ def _run_frame(stage: FrameStage, src: StageDir, out: StageDir) -> dict[int, dic
     """The whole frame stage in this process with Dask's threaded scheduler."""
     import dask
 
-    from curation.frames import read_records
-    from curation.shardrun import write_frame_shard
+    from curation.shardrun import frame_shard_tasks
 
-    shards = stage.params.shards
-    pending = [i for i in range(shards) if not out.is_done(i)]
-    if not pending:
-        return {}
-    files = [src.shard_path(i) for i in src.done_shards()]
-    if not files:
-        raise TaskseedError(f"stage '{stage.name}' has no input shards in {src.path}")
     with dask.config.set(scheduler="threads"):
-        parts = stage.run(read_records(files), shards).to_delayed()
-        tasks = [dask.delayed(write_frame_shard)(parts[i], stage.name, out, i) for i in pending]
+        pending, tasks = frame_shard_tasks(stage, src, out)
         results = dask.compute(*tasks)
     return dict(zip(pending, results, strict=True))
 
@@ -136,9 +128,7 @@ def _check_budget(loaded: LoadedConfig, rd: RunDir, stages: list[Stage], stage: 
     for index, other in enumerate(stages, start=1):
         folder = rd.stage(index, other.name)
         for shard in folder.done_shards():
-            counters = folder.read_marker(shard)["counters"]
-            for key in ("teacher_calls", "prompt_tokens", "completion_tokens"):
-                spent[key] += counters.get(key, 0)
+            add_spend(spent, folder.read_marker(shard))
     loaded.config.budget.check(spent)
 
 
