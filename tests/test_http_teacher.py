@@ -212,7 +212,9 @@ def test_concurrency_is_bounded() -> None:
 
 
 def test_a_thousand_requests_in_flight() -> None:
-    srv = FakeOpenAIServer(latency_s=0.2, record=False)
+    # Each reply waits 3 s, long enough for all 1,000 requests to be open at once even on a
+    # busy machine; a hidden connection cap (aiohttp's default is 100) would hold the peak there.
+    srv = FakeOpenAIServer(latency_s=3.0, record=False)
     with srv, teacher(srv, max_concurrency=1000) as t:
         responses = t.generate([request(f"q{i}") for i in range(1000)])
     assert all(r.ok for r in responses)
