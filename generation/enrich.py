@@ -23,8 +23,7 @@ from curation.errors import RowError
 from curation.record import Record, Reject, Sampling
 from curation.stage import StageResult
 from curation.text import normalize_text
-from generation.backends import TeacherConfig
-from generation.prompts import PROMPT_DIR, _env
+from generation.prompts import PROMPT_DIR, environment
 from generation.replies import json_object
 from generation.teacher import TeacherRequest, TeacherResponse
 from generation.teacher_stage import TeacherStage
@@ -72,7 +71,7 @@ def enrich_schema(fields: list[str]) -> dict[str, Any]:
 def render_enrich(record: Record, fields: list[str]) -> list[dict[str, str]]:
     """Chat messages asking for `fields` of one record."""
     answer = f"{record.answer_label}) {record.answer}" if record.answer_label else record.answer
-    user = _env().get_template(TEMPLATE).render(
+    user = environment().get_template(TEMPLATE).render(
         task=record.task,
         context=record.context,
         question=record.question,
@@ -116,9 +115,6 @@ class EnrichStage(TeacherStage):
     """Fills each record's `reasoning` and `knowledge` from the teacher."""
 
     name = "enrich"
-
-    def __init__(self, params: EnrichParams, teacher: TeacherConfig) -> None:
-        super().__init__(params, teacher)
 
     def fingerprint(self) -> str:
         return super().fingerprint() + enrich_template_hash()

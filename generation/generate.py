@@ -17,7 +17,6 @@ from curation.record import Lineage, Origin, Record, Reject, Sampling, Source
 from curation.rundir import StageDir
 from curation.stage import StageResult
 from curation.text import normalize_text
-from generation.backends import TeacherConfig
 from generation.prompts import render, response_schema, template_hash, template_name
 from generation.replies import json_object
 from generation.teacher import TeacherRequest, TeacherResponse
@@ -77,9 +76,6 @@ class GenerateStage(TeacherStage):
     """
 
     name = "generate"
-
-    def __init__(self, params: GenerateParams, teacher: TeacherConfig) -> None:
-        super().__init__(params, teacher)
 
     def plan_requests(
         self, batch: list[Record], shard: int

@@ -19,7 +19,7 @@ SYSTEM_PROMPT = (
 
 
 @functools.cache
-def _env() -> jinja2.Environment:
+def environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(PROMPT_DIR),
         undefined=jinja2.StrictUndefined,
@@ -55,7 +55,7 @@ def render(
     fmt: Format, task: str, exemplars: list[Record], topic: str | None = None
 ) -> list[dict[str, str]]:
     """Chat messages asking for one new example like the exemplars."""
-    user = _env().get_template(template_name(fmt)).render(
+    user = environment().get_template(template_name(fmt)).render(
         task=task,
         exemplars=[_exemplar(r) for r in exemplars],
         n_choices=n_choices(exemplars),
