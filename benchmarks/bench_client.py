@@ -29,10 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
-
-from curation.record import Sampling  # noqa: E402
-from generation.http_teacher import OpenAITeacher  # noqa: E402
-from generation.teacher import TeacherRequest  # noqa: E402
+from taskseed.curation.record import Sampling  # noqa: E402
+from taskseed.generation.http_teacher import OpenAITeacher  # noqa: E402
+from taskseed.generation.teacher import TeacherRequest  # noqa: E402
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -71,7 +70,7 @@ def server_process(latency_s: float, cpu: int | None) -> Iterator[tuple[str, int
     """The fake server as a child process; yields (base_url, pid)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "generation.fake_server", "--port", "0",
+        [sys.executable, "-m", "taskseed.generation.fake_server", "--port", "0",
          "--latency", str(latency_s)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
     )

@@ -19,15 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from taskseed.curation.errors import RowError
+from taskseed.curation.eval_sets import EvalSplit, eval_splits, read_eval_split
+from taskseed.curation.normalize import normalize_row
+from taskseed.curation.readers import apply_mapping_rows, expand_files, iter_blocks, iter_labels
+from taskseed.curation.record import RawRow, Source
+from taskseed.curation.seeds import NormalizeStage, SeedParams, SeedStage
+from taskseed.curation.taskspec import SplitSpec, TaskSpec, load_task_specs
 
-from curation.errors import RowError
-from curation.eval_sets import EvalSplit, eval_splits, read_eval_split
-from curation.normalize import normalize_row
-from curation.readers import apply_mapping_rows, expand_files, iter_blocks, iter_labels
-from curation.record import RawRow, Source
-from curation.seeds import NormalizeStage, SeedParams, SeedStage
-from curation.shardrun import ready
-from curation.taskspec import SplitSpec, TaskSpec, load_task_specs
+from taskseed.shardrun import ready
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,8 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from curation.record import RawRow, Record, Reject
+from taskseed.curation.record import RawRow, Record, Reject
 
 SOURCE_TYPE = pa.struct(
     [
@@ -71,10 +70,6 @@ REJECT_SCHEMA = pa.schema(
 )
 
 _KINDS: dict[type, pa.Schema] = {Record: RECORD_SCHEMA, RawRow: RAW_SCHEMA, Reject: REJECT_SCHEMA}
-
-
-def schema_for(kind: type) -> pa.Schema:
-    return _KINDS[kind]
 
 
 def to_table(items: list[Any], kind: type) -> pa.Table:

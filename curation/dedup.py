@@ -4,16 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
-from curation.frames import hash_strings, normalized_text
-from curation.stage import FrameStage
+from taskseed.curation.frames import hash_strings, normalized_text
+from taskseed.curation.stage import FrameParams, FrameStage
 
 
-class ExactDedupParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    shards: int = 4
+class ExactDedupParams(FrameParams):
+    """`shards`: output shards (the key space is split among them)."""
 
 
 def dedup_keys(part: Any) -> Any:
@@ -32,10 +28,11 @@ def mark_duplicates(part: Any) -> Any:
     return part.assign(_reason=reason, _detail=detail).drop(columns=["_key"])
 
 
-class ExactDedupStage(FrameStage):
+class ExactDedupStage(FrameStage[ExactDedupParams]):
     """Drops records whose normalized context+question+answer already occurs."""
 
     name = "exact_dedup"
+    params_model = ExactDedupParams
 
     def run(self, frame: Any, shards: int) -> Any:
         keyed = frame.assign(_key=frame.map_partitions(dedup_keys, meta=("_key", "uint64")))

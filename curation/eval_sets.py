@@ -12,12 +12,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from curation.errors import RowError
-from curation.normalize import normalize_row
-from curation.readers import iter_split
-from curation.record import RawRow, Record, Reject, Source
-from curation.stage import StageResult
-from curation.taskspec import SplitSpec, TaskSpec
+from taskseed.curation.errors import RowError
+from taskseed.curation.normalize import normalize_row
+from taskseed.curation.readers import iter_split
+from taskseed.curation.record import RawRow, Record, Reject, Source
+from taskseed.curation.stage import StageResult
+from taskseed.curation.taskspec import SplitSpec, TaskSpec
 
 STAGE = "eval_sets"
 
@@ -67,14 +67,14 @@ def read_eval_split(target: EvalSplit, seeds_root: Path) -> StageResult:
         if isinstance(row, RowError):
             raw = RawRow(spec.name, source, "")
             detail = f"{source.path} row {index}: {row}"
-            result.rejects.append(Reject.of(STAGE, row.reason, detail, raw))
+            result.drop(STAGE, raw, row.reason, detail)
             continue
         raw = RawRow(spec.name, source, json.dumps(row, ensure_ascii=False, default=str))
         try:
             record = normalize_row(raw, spec, split.mapping)
         except RowError as err:
             detail = f"{source.path} row {index}: {err}"
-            result.rejects.append(Reject.of(STAGE, err.reason, detail, raw))
+            result.drop(STAGE, raw, err.reason, detail)
             continue
         result.items.append(record)
         result.counters[f"eval:{spec.name}:{split.split}"] += 1

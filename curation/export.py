@@ -8,47 +8,24 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
-from curation.arrow import read_parquet
-from curation.record import Format, Record
-from curation.rundir import StageDir, write_json
-from curation.stage import BatchStage, StageResult
-
-LETTERS = "ABCDEFGHIJ"
+from taskseed.curation.files import write_json
+from taskseed.curation.formats import answer_format
+from taskseed.curation.record import Origin, Record
+from taskseed.curation.stage import KEEP, FilterStage, StageOutput, StageParams, Verdict, drop
 
 
-class ExportParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ExportParams(StageParams):
     include_seeds: bool = False
 
 
 def mix_of(record: Record) -> str:
     """Which pretraining mix a record belongs to: multiple-choice or generative."""
-    return "multiple_choice" if record.format is Format.MULTIPLE_CHOICE else "generative"
+    return answer_format(record.format).mix
 
 
 def render_text(record: Record) -> str:
-    """The training text of a record: context, question, options, reasoning and answer."""
-    parts: list[str] = []
-    if record.context:
-        parts.append(record.context.strip())
-    parts.append(f"Question: {record.question.strip()}")
-    if record.choices:
-        parts.extend(f"{LETTERS[i]}. {c}" for i, c in enumerate(record.choices))
-    if record.knowledge:
-        parts.append(f"Background: {record.knowledge.strip()}")
-    if record.reasoning:
-        parts.append(f"Reasoning: {record.reasoning.strip()}")
-    if record.choices and record.answer in record.choices:
-        letter = LETTERS[record.choices.index(record.answer)]
-        parts.append(f"Answer: {letter}. {record.answer}")
-    elif record.format is Format.CODE:
-        parts.append(f"Answer:\n{record.answer}")
-    else:
-        parts.append(f"Answer: {record.answer}")
-    return "\n".join(parts) + "\n"
+    """The training text of a record, as its format renders it."""
+    return answer_format(record.format).render(record)
 
 
 def jsonl_row(record: Record) -> dict[str, Any]:
@@ -73,29 +50,31 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-class ExportStage(BatchStage):
+class ExportStage(FilterStage[ExportParams]):
     """Keeps the records that go into the mix; `finalize` writes JSONL shards and a manifest."""
 
     name = "export"
+    params_model = ExportParams
 
-    def process(self, batch: list[Record], shard: int) -> StageResult:
-        result = StageResult()
-        for record in batch:
-            if record.origin.value == "seed" and not self.params.include_seeds:
-                result.counters["seeds_left_out"] += 1
-                continue
-            result.items.append(record)
-            result.counters[f"mix:{mix_of(record)}"] += 1
-        return result
+    def check(self, record: Record) -> Verdict:
+        if record.origin is Origin.SEED and not self.params.include_seeds:
+            return drop("seed", "seeds are left out of the export (include_seeds: false)")
+        return KEEP
 
-    def finalize(self, stage_dir: StageDir) -> None:
+    def judge(self, batch: list[Record], shard: int, counters: Counter[str]) -> list[Verdict]:
+        verdicts = super().judge(batch, shard, counters)
+        counters.update(f"mix:{mix_of(r)}" for r, v in zip(batch, verdicts, strict=True)
+                        if v.keep)
+        return verdicts
+
+    def finalize(self, stage_dir: StageOutput) -> None:
         manifest = stage_dir.path / "manifest.json"
         if manifest.exists():
             return
         files = []
         totals: Counter[str] = Counter()
         for shard in stage_dir.done_shards():
-            records = read_parquet(stage_dir.shard_path(shard), Record)
+            records = stage_dir.read_shard(shard, Record)
             jsonl = stage_dir.path / f"part-{shard:05d}.jsonl"
             tmp = jsonl.with_suffix(".jsonl.tmp")
             with tmp.open("w", encoding="utf-8") as fh:

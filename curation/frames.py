@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-
-from curation.arrow import RECORD_SCHEMA
-from curation.errors import TaskseedError
+from taskseed.curation.arrow import RECORD_SCHEMA
+from taskseed.curation.errors import TaskseedError
 
 BACKENDS = ("pandas", "cudf")
 

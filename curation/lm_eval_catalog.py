@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from curation.errors import TaskseedError
-from curation.record import Format
-from curation.taskspec import HELD_OUT_SPLIT_NAMES, TaskSpec
+from taskseed.curation.errors import TaskseedError
+from taskseed.curation.record import Format
+from taskseed.curation.taskspec import HELD_OUT_SPLIT_NAMES, JinjaMapping, TaskSpec
 
 EXCLUDED_FAMILIES = {
     "tinyBenchmarks": "subsets of eval sets",
@@ -84,7 +83,7 @@ class CatalogImport:
 
 def _uses_functions(spec: TaskSpec) -> bool:
     mapping = spec.train.mapping if spec.train else None
-    if mapping is None:
+    if not isinstance(mapping, JinjaMapping):
         return False
     values = [mapping.process_docs, mapping.text_template, mapping.target_template,
               mapping.choices_template]

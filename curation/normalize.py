@@ -10,19 +10,24 @@ import ast
 import importlib
 import json
 import re
-from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 import jinja2
-
-from curation.errors import RowError
-from curation.record import Format, RawRow, Record
-from curation.taskspec import Mapping, TaskSpec
+from taskseed.curation.errors import RowError
+from taskseed.curation.formats import answer_format
+from taskseed.curation.formats.base import SeedFields
+from taskseed.curation.record import Format, RawRow, Record
+from taskseed.curation.taskspec import (
+    AdaptersMapping,
+    FieldsMapping,
+    JinjaMapping,
+    Mapping,
+    TaskSpec,
+)
 
 _PATH_PART = re.compile(r"([^.\[\]]+)|\[(\*|\d+)\]")
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-_CHOICE_FORMATS = {Format.MULTIPLE_CHOICE, Format.COMPLETION}
 
 
 def get_path(row: Any, path: str) -> Any:
@@ -64,20 +69,6 @@ def _text(value: Any, field: str, required: bool = True) -> str | None:
 
 def _opt(row: Any, path: str | None) -> Any:
     return None if path is None else get_path(row, path)
-
-
-@dataclass(slots=True)
-class Fields:
-    """The record fields read out of one row, before format checks."""
-
-    question: str
-    answer: str
-    context: str | None = None
-    choices: list[str] = field(default_factory=list)
-    answer_label: str | None = None
-    reasoning: str | None = None
-    knowledge: str | None = None
-    tests: list[str] = field(default_factory=list)
 
 
 # --- reformatted LLM-Adapters rows -------------------------------------------------------
@@ -225,8 +216,7 @@ def _jinja_choices(source: str | list[str] | None, row: dict[str, Any]) -> list[
     return list(value)
 
 
-def _jinja_fields(row: dict[str, Any], mapping: Mapping) -> Fields:
-    assert mapping.text_template is not None
+def _jinja_fields(row: dict[str, Any], mapping: JinjaMapping) -> SeedFields:
     question = _text(render(mapping.text_template, row, "text_template"), "text_template")
     choices = [_text(c, "choices") for c in _jinja_choices(mapping.choices_template, row)]
     target = mapping.target_template
@@ -241,7 +231,7 @@ def _jinja_fields(row: dict[str, Any], mapping: Mapping) -> Fields:
         if answer in choices:
             label = _LETTERS[choices.index(answer)]
     context = _text(_opt(row, mapping.context), "context", required=False)
-    return Fields(question=question, answer=answer, context=context, choices=choices,
+    return SeedFields(question=question, answer=answer, context=context, choices=choices,
                   answer_label=label)
 
 
@@ -271,7 +261,7 @@ def _resolve_choice(choices: list[str], labels: list[str], key: Any, base: int) 
     return choices[i], labels[i]
 
 
-def _choices(row: Any, mapping: Mapping) -> list[str]:
+def _choices(row: Any, mapping: FieldsMapping) -> list[str]:
     if mapping.choices is None:
         return []
     if isinstance(mapping.choices, list):
@@ -290,7 +280,7 @@ def _choices(row: Any, mapping: Mapping) -> list[str]:
     return texts
 
 
-def _answer_value(row: Any, mapping: Mapping) -> Any:
+def _answer_value(row: Any, mapping: FieldsMapping) -> Any:
     path = mapping.answer or "answer"
     try:
         value = get_path(row, path)
@@ -303,7 +293,7 @@ def _answer_value(row: Any, mapping: Mapping) -> Any:
     return value
 
 
-def _path_fields(row: Any, mapping: Mapping, fmt: Format) -> Fields:
+def _path_fields(row: Any, mapping: FieldsMapping, fmt: Format) -> SeedFields:
     question = _text(_opt(row, mapping.question or "question"), mapping.question or "question")
     context = _text(_opt(row, mapping.context), mapping.context or "context", required=False)
     choices = _choices(row, mapping)
@@ -321,9 +311,7 @@ def _path_fields(row: Any, mapping: Mapping, fmt: Format) -> Fields:
             choices, labels, get_path(row, mapping.answer_key), mapping.answer_key_base
         )
     else:
-        value = _answer_value(row, mapping)
-        if fmt is Format.YES_NO and isinstance(value, bool):
-            value = "yes" if value else "no"
+        value = answer_format(fmt).seed_answer(_answer_value(row, mapping))
         answer = _text(value, mapping.answer or "answer")
         if mapping.final_answer_marker:
             if mapping.final_answer_marker not in answer:
@@ -337,7 +325,7 @@ def _path_fields(row: Any, mapping: Mapping, fmt: Format) -> Fields:
     tests = _opt(row, mapping.tests) or []
     if not isinstance(tests, list) or not all(isinstance(t, str) for t in tests):
         raise RowError("wrong_type", "tests", "expected a list of test strings")
-    return Fields(
+    return SeedFields(
         question=question, answer=answer, context=context, choices=choices, answer_label=label,
         reasoning=reasoning,
         knowledge=_text(_opt(row, mapping.knowledge), "knowledge", required=False),
@@ -345,42 +333,32 @@ def _path_fields(row: Any, mapping: Mapping, fmt: Format) -> Fields:
     )
 
 
-def _adapter_fields(row: dict[str, Any]) -> Fields:
+def _adapter_fields(row: dict[str, Any]) -> SeedFields:
     parsed = parse_llm_adapters(row)
     choices = parsed["choices"]
     if parsed["answer_index"] is None:
-        return Fields(question=parsed["question"], answer=parsed["answer"])
+        return SeedFields(question=parsed["question"], answer=parsed["answer"])
     if not 0 <= parsed["answer_index"] < len(choices):
         raise RowError("label_out_of_range", "answer",
                        f"{parsed['answer']!r} names no option (there are {len(choices)})")
     labels = list(_LETTERS[: len(choices)])
     answer, label = _resolve_choice(choices, labels, parsed["answer_index"], 0)
-    return Fields(question=parsed["question"], answer=answer, choices=choices, answer_label=label)
+    return SeedFields(question=parsed["question"], answer=answer, choices=choices,
+                      answer_label=label)
 
 
-def extract_fields(row: Any, mapping: Mapping, fmt: Format) -> Fields:
+def extract_fields(row: Any, mapping: Mapping, fmt: Format) -> SeedFields:
     """Read the record fields of one row with a mapping, or raise RowError."""
     if not isinstance(row, dict):
         raise RowError("wrong_type", "row", "a row must be a JSON object")
-    if mapping.parser == "llm_adapters":
+    if isinstance(mapping, AdaptersMapping):
         fields = _adapter_fields(row)
-    elif mapping.parser == "jinja":
+    elif isinstance(mapping, JinjaMapping):
         fields = _jinja_fields(row, mapping)
     else:
         fields = _path_fields(row, mapping, fmt)
-    _check_format(fields, fmt)
+    answer_format(fmt).check_seed(fields)
     return fields
-
-
-def _check_format(fields: Fields, fmt: Format) -> None:
-    if fmt in _CHOICE_FORMATS and len(fields.choices) < 2:
-        raise RowError("missing_field", "choices", f"{fmt.value} needs at least two choices")
-    if fmt is Format.YES_NO:
-        fields.answer = _yes_no(fields.answer)
-    if fmt is Format.EXTRACTIVE and not fields.context:
-        raise RowError("missing_field", "context", "extractive QA needs a context passage")
-    if fmt is Format.CODE and not fields.tests:
-        raise RowError("missing_field", "tests", "code tasks need tests")
 
 
 def normalize_row(raw: RawRow, spec: TaskSpec, mapping: Mapping) -> Record:
@@ -407,11 +385,3 @@ def normalize_row(raw: RawRow, spec: TaskSpec, mapping: Mapping) -> Record:
         source=raw.source,
     )
 
-
-def _yes_no(answer: str) -> str:
-    value = answer.strip().lower()
-    if value in {"true", "yes", "1"}:
-        return "yes"
-    if value in {"false", "no", "0"}:
-        return "no"
-    raise RowError("bad_label", "answer", f"'{answer}' is not yes or no")

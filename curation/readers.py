@@ -16,9 +16,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from curation.errors import RowError, TaskseedError
-from curation.normalize import get_path, import_function
-from curation.taskspec import HubSource, Mapping, RowFilter, SplitSpec
+from taskseed.curation.errors import RowError, TaskseedError
+from taskseed.curation.normalize import get_path, import_function
+from taskseed.curation.taskspec import HubSource, Mapping, RowFilter, SplitSpec
 
 MAX_ROW_BYTES = 1_000_000
 

@@ -9,18 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import xxhash
+from taskseed.curation.formats import Format
 
-
-class Format(enum.StrEnum):
-    """The answer form of a task."""
-
-    MULTIPLE_CHOICE = "multiple_choice"
-    YES_NO = "yes_no"
-    EXTRACTIVE = "extractive"
-    FREE_FORM = "free_form"
-    MATH = "math"
-    CODE = "code"
-    COMPLETION = "completion"
+__all__ = ["Format", "Lineage", "Origin", "RawRow", "Record", "Reject", "Sampling", "Source"]
 
 
 class Origin(enum.StrEnum):
@@ -131,6 +122,11 @@ class RawRow:
     source: Source
     payload: str  # the row as JSON text
 
+    @property
+    def id(self) -> str:
+        """Where the row came from, as `path:row` (rows have no content id yet)."""
+        return f"{self.source.path}:{self.source.row}"
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -157,6 +153,7 @@ class Reject:
         return cls(**data)
 
     @classmethod
-    def of(cls, stage: str, reason: str, detail: str, item: Record | RawRow) -> Reject:
-        item_id = item.id if isinstance(item, Record) else f"{item.source.path}:{item.source.row}"
-        return cls(stage, reason, detail, item_id, json.dumps(item.to_dict(), ensure_ascii=False))
+    def of(cls, stage: str, reason: str, detail: str, item: Any) -> Reject:
+        """The reject of any item with an `id` and a `to_dict()` (a record, a raw row...)."""
+        data = json.dumps(item.to_dict(), ensure_ascii=False)
+        return cls(stage, reason, detail, item.id, data)

@@ -8,21 +8,25 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import Field
+from taskseed.curation.errors import RowError
+from taskseed.curation.normalize import normalize_row
+from taskseed.curation.readers import iter_split
+from taskseed.curation.record import RawRow, Record, Source
+from taskseed.curation.stage import (
+    BatchStage,
+    BuildContext,
+    NoParams,
+    SourceStage,
+    StageParams,
+    StageResult,
+)
+from taskseed.curation.taskspec import TaskSpec
 
-from curation.errors import RowError
-from curation.normalize import normalize_row
-from curation.readers import iter_split
-from curation.record import RawRow, Record, Reject, Source
-from curation.stage import BatchStage, SourceStage, StageResult
-from curation.taskspec import TaskSpec
 
-
-class SeedParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    max_per_task: int | None = None
-    rows_per_shard: int = 5000
+class SeedParams(StageParams):
+    max_per_task: int | None = Field(None, ge=0)
+    rows_per_shard: int = Field(5000, ge=1)
 
 
 def _specs_hash(specs: dict[str, TaskSpec]) -> str:
@@ -30,10 +34,11 @@ def _specs_hash(specs: dict[str, TaskSpec]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-class SeedStage(SourceStage):
+class SeedStage(SourceStage[SeedParams]):
     """Reads the training split of every task; held-out splits are never read here."""
 
     name = "seeds"
+    params_model = SeedParams
     output_kind = RawRow
 
     def __init__(self, params: SeedParams, specs: dict[str, TaskSpec], seeds_root: Path) -> None:
@@ -41,6 +46,10 @@ class SeedStage(SourceStage):
         self.specs = specs
         self.seeds_root = seeds_root
         self._cache: tuple[str, list] | None = None
+
+    @classmethod
+    def build(cls, params: SeedParams, context: BuildContext) -> SeedStage:
+        return cls(params, context.specs, context.seeds_root)
 
     def fingerprint(self) -> str:
         return super().fingerprint() + _specs_hash(self.specs)
@@ -83,7 +92,7 @@ class SeedStage(SourceStage):
             if isinstance(row, RowError):
                 raw = RawRow(spec.name, source, "")
                 detail = f"{source.path} row {index}: {row}"
-                result.rejects.append(Reject.of(self.name, row.reason, detail, raw))
+                result.drop(self.name, raw, row.reason, detail)
                 continue
             payload = json.dumps(row, ensure_ascii=False, default=str)
             result.items.append(RawRow(spec.name, source, payload))
@@ -97,16 +106,20 @@ class SeedStage(SourceStage):
             return path
 
 
-class NormalizeStage(BatchStage):
+class NormalizeStage(BatchStage[NoParams]):
     """Normalizes raw rows into records with the task spec's mapping."""
 
     name = "normalize"
     input_kind = RawRow
     output_kind = Record
 
-    def __init__(self, params: Any, specs: dict[str, TaskSpec]) -> None:
-        super().__init__(params)
+    def __init__(self, params: NoParams | None, specs: dict[str, TaskSpec]) -> None:
+        super().__init__(params or NoParams())
         self.specs = specs
+
+    @classmethod
+    def build(cls, params: NoParams, context: BuildContext) -> NormalizeStage:
+        return cls(params, context.specs)
 
     def fingerprint(self) -> str:
         return super().fingerprint() + _specs_hash(self.specs)
@@ -120,7 +133,7 @@ class NormalizeStage(BatchStage):
                 record = normalize_row(raw, spec, spec.train.mapping)
             except RowError as err:
                 detail = f"{raw.source.path} row {raw.source.row}: {err}"
-                result.rejects.append(Reject.of(self.name, err.reason, detail, raw))
+                result.drop(self.name, raw, err.reason, detail)
                 continue
             result.items.append(record)
             result.counters[f"records:{raw.task}"] += 1

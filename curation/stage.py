@@ -3,11 +3,13 @@
 Three shapes cover the pipeline:
 
 - `SourceStage` plans input shards and reads each one (seeds);
-- `BatchStage` maps one input shard to one output shard (normalize, generate, filters);
+- `BatchStage` maps one input shard to one output shard (normalize, generate, enrich);
+  `FilterStage` is a batch stage that only keeps or drops records, each drop with a reason;
 - `FrameStage` needs the whole data set at once (dedup, mixing) and works on a Dask
   dataframe, whose backend is pandas on CPU and cuDF on GPU.
 
-Stages know nothing about scale: executors decide where and how many shards run.
+Stages know nothing about scale or the run directory: executors decide where and how many
+shards run, and hand a finished stage its output as a `StageOutput` for `finalize`.
 """
 
 from __future__ import annotations
@@ -15,11 +17,34 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import xxhash
+from pydantic import BaseModel, ConfigDict, Field
+from taskseed.curation.record import Record, Reject
+from taskseed.curation.taskspec import TaskSpec
+from taskseed.curation.verdict import KEEP, Verdict, drop  # noqa: F401 - the filter contract
 
-from curation.record import Record, Reject
+
+class StageParams(BaseModel):
+    """Base of every stage's parameters: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoParams(StageParams):
+    """Parameters of a stage that takes none."""
+
+
+class FrameParams(StageParams):
+    """Parameters every frame stage has: how many output shards it writes."""
+
+    shards: int = Field(4, ge=1)
+
+
+P = TypeVar("P", bound=StageParams)
+FP = TypeVar("FP", bound=FrameParams)
 
 
 @dataclass
@@ -30,16 +55,60 @@ class StageResult:
     rejects: list[Reject] = field(default_factory=list)
     counters: Counter[str] = field(default_factory=Counter)
 
+    def drop(self, stage: str, item: Any, reason: str, detail: str = "") -> None:
+        """Record a dropped item as a reject of `stage`."""
+        self.rejects.append(Reject.of(stage, reason, detail or reason, item))
 
-class Stage:
-    """Base of every stage. `params` are the stage's validated config (a pydantic model)."""
+    def apply(self, stage: str, item: Any, verdict: Verdict) -> None:
+        """Keep the item, or reject it with the verdict's reason."""
+        if verdict.keep:
+            self.items.append(item)
+        else:
+            self.drop(stage, item, verdict.reason, verdict.detail)
+
+
+class StageOutput(Protocol):
+    """A finished stage's committed shards, as `finalize` sees them."""
+
+    path: Path
+
+    def done_shards(self) -> list[int]: ...
+
+    def shard_path(self, shard: int) -> Path: ...
+
+    def read_shard(self, shard: int, kind: type) -> list[Any]: ...
+
+    def read_rejects(self, shard: int) -> list[Reject]: ...
+
+    def read_marker(self, shard: int) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a stage may need from the pipeline config to be built."""
+
+    specs: dict[str, TaskSpec]
+    seeds_root: Path
+    run_dir: Path
+    teacher: Any = None  # a teacher backend config (see `taskseed.generation.backends`)
+
+
+class Stage(Generic[P]):
+    """Base of every stage. `params` are the stage's validated config (a `params_model`)."""
 
     name: ClassVar[str]
+    params_model: ClassVar[type[StageParams]] = NoParams
     input_kind: ClassVar[type | None] = Record
     output_kind: ClassVar[type] = Record
+    calls_models: ClassVar[bool] = False  # spends model budget (teacher, judge, reward model)
 
-    def __init__(self, params: Any = None) -> None:
+    def __init__(self, params: P) -> None:
         self.params = params
+
+    @classmethod
+    def build(cls, params: Any, context: BuildContext) -> Stage:
+        """The stage for validated `params` in a pipeline; override to take more from context."""
+        return cls(params)
 
     def fingerprint(self) -> str:
         """Hash of the stage's name and parameters: a changed config is a different stage."""
@@ -53,8 +122,11 @@ class Stage:
     def teardown(self) -> None:
         """Release what setup acquired."""
 
+    def finalize(self, output: StageOutput) -> None:
+        """Called once after every shard of the stage is done (e.g. to write a manifest)."""
 
-class SourceStage(Stage):
+
+class SourceStage(Stage[P]):
     """A stage with no input stage: it plans its shards, then reads each one."""
 
     input_kind = None
@@ -67,22 +139,49 @@ class SourceStage(Stage):
         raise NotImplementedError
 
 
-class BatchStage(Stage):
+class BatchStage(Stage[P]):
     """Maps a batch (one shard) of input items to output items and rejects."""
 
     def process(self, batch: list[Any], shard: int) -> StageResult:
         raise NotImplementedError
 
-    def finalize(self, stage_dir: Any) -> None:
-        """Called once after every shard of the stage is done (e.g. to write a manifest)."""
+
+class FilterStage(BatchStage[P]):
+    """Keeps or drops each record; every drop becomes a reject with its reason.
+
+    Give a verdict per record with `check`, or per batch with `judge` (an expensive judge
+    scores a whole batch at once). Kept records pass through unchanged, apart from any
+    scores the filter wrote into `record.scores`.
+    """
+
+    def check(self, record: Record) -> Verdict:
+        raise NotImplementedError
+
+    def judge(self, batch: list[Record], shard: int, counters: Counter[str]) -> list[Verdict]:
+        return [self.check(record) for record in batch]
+
+    def process(self, batch: list[Record], shard: int) -> StageResult:
+        result = StageResult()
+        verdicts = self.judge(batch, shard, result.counters)
+        if len(verdicts) != len(batch):
+            raise RuntimeError(f"filter '{self.name}' gave {len(verdicts)} verdicts for "
+                               f"{len(batch)} records")
+        for record, verdict in zip(batch, verdicts, strict=True):
+            result.apply(self.name, record, verdict)
+        return result
 
 
-class FrameStage(Stage):
+class FrameStage(Stage[FP]):
     """Works on the whole data set as a Dask dataframe of records.
 
     `run` gets a Dask dataframe with the record columns and returns one with two more,
     `_reason` (null for kept rows) and `_detail`; each output partition is one shard.
     """
+
+    params_model = FrameParams
+
+    def shard_count(self) -> int:
+        return self.params.shards
 
     def run(self, frame: Any, shards: int) -> Any:
         raise NotImplementedError

@@ -5,13 +5,20 @@ from __future__ import annotations
 import re
 from math import inf
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
-from curation.errors import ConfigError
-from curation.record import Format
-from curation.yamlconf import read_yaml, validate
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from taskseed.curation.errors import ConfigError
+from taskseed.curation.record import Format
+from taskseed.curation.yamlconf import read_yaml, tag_discriminator, validate
 
 _NON_COMMERCIAL = re.compile(r"(-NC\b|NC-|non[- ]?commercial|research[- ]only)", re.IGNORECASE)
 
@@ -45,33 +52,41 @@ class RowFilter(Strict):
     values: list[str | int] | None = None
 
 
-class Mapping(Strict):
-    """How to read one row layout into record fields.
+class RowSteps(Strict):
+    """Row-level steps every mapping may take before its fields are read.
+
+    - `explode`: top-level fields holding parallel lists; each row becomes one row per
+      item with those fields set to the item (a string field is decoded as JSON or a
+      Python literal first). Row indices then count the exploded items of a file.
+    - `where`: keeps only the rows of this split when one file holds several splits.
+    - `process_docs`: `module.attr` of a function applied to a hub split (a `datasets`
+      Dataset) before its rows are read, as lm-eval's `process_docs`.
+    """
+
+    explode: list[str] = Field(default_factory=list)
+    where: RowFilter | None = None
+    process_docs: str | None = None
+
+
+class FieldsMapping(RowSteps):
+    """Record fields read from row fields by path (`parser: fields`, the default).
 
     Paths are dotted (`question.stem`), with `[*]` to map over a list
     (`question.choices[*].text`) and `[N]` to index. `choices` may also be a
     list of paths, one per option.
 
-    - `parser`: `fields` (paths), `llm_adapters` (question and options parsed out of
-      an `instruction` string) or `jinja` (lm-eval style templates rendered against the row).
-    - `explode`: top-level fields holding parallel lists; each row becomes one row per
-      item with those fields set to the item (a string field is decoded as JSON or a
-      Python literal first). Row indices then count the exploded items of a file.
-    - `where`: keeps only the rows of this split when one file holds several splits.
     - `choices_format`: `lettered` reads choices from one string such as
       `a ) 38 , b ) 27 , c ) 30`.
     - `strip_choice_labels`: removes a leading `A.`/`(B)`/`C )` from the N-th choice.
+    - `answer_key`: a label or index resolved against the choices (`choice_labels`, or
+      A, B, C...; numbers count from `answer_key_base`).
     - `answer_default`: the answer used when the answer field is missing or empty
       (e.g. `unanswerable` for SQuAD 2.0 questions without an answer).
-    - `text_template`/`choices_template`/`target_template`: Jinja templates for
-      `parser: jinja` (the lm-eval `doc_to_text`/`doc_to_choice`/`doc_to_target`); a
-      template without `{{` that names a row field reads that field, and
-      `!function module.attr` calls that Python function with the row.
-    - `process_docs`: `module.attr` of a function applied to a hub split (a `datasets`
-      Dataset) before its rows are read, as lm-eval's `process_docs`.
+    - `final_answer_marker`: the answer field holds a worked solution, then this marker,
+      then the final answer (GSM8K's `####`).
     """
 
-    parser: Literal["fields", "llm_adapters", "jinja"] = "fields"
+    parser: Literal["fields"] = "fields"
     question: str | None = None
     context: str | None = None
     choices: str | list[str] | None = None
@@ -86,19 +101,40 @@ class Mapping(Strict):
     reasoning: str | None = None
     knowledge: str | None = None
     tests: str | None = None
-    id: str | None = None
-    explode: list[str] = Field(default_factory=list)
-    where: RowFilter | None = None
-    text_template: str | None = None
+
+
+class AdaptersMapping(RowSteps):
+    """Question and options parsed out of an LLM-Adapters `instruction` string."""
+
+    parser: Literal["llm_adapters"]
+
+
+class JinjaMapping(RowSteps):
+    """lm-eval style templates rendered against the row (`doc_to_text`/`doc_to_choice`/
+    `doc_to_target`). A template without `{{` that names a row field reads that field, and
+    `!function module.attr` calls that Python function with the row."""
+
+    parser: Literal["jinja"]
+    text_template: str
     choices_template: str | list[str] | None = None
     target_template: str | int | None = None
-    process_docs: str | None = None
+    context: str | None = None
 
-    @model_validator(mode="after")
-    def _parser_fields(self) -> Mapping:
-        if self.parser == "jinja" and self.text_template is None:
-            raise ValueError("`parser: jinja` needs `text_template`")
-        return self
+
+Mapping = Annotated[
+    Annotated[FieldsMapping, Tag("fields")]
+    | Annotated[AdaptersMapping, Tag("llm_adapters")]
+    | Annotated[JinjaMapping, Tag("jinja")],
+    tag_discriminator("parser", "fields", ["fields", "llm_adapters", "jinja"]),
+]
+"""How to read one row layout into record fields, by `parser`."""
+
+_MAPPING: TypeAdapter[FieldsMapping | AdaptersMapping | JinjaMapping] = TypeAdapter(Mapping)
+
+
+def parse_mapping(data: dict[str, Any]) -> FieldsMapping | AdaptersMapping | JinjaMapping:
+    """A mapping from its YAML form (`parser` picks the kind; `fields` by default)."""
+    return _MAPPING.validate_python(data)
 
 
 class HubSource(Strict):
@@ -134,7 +170,7 @@ class SplitSpec(Strict):
     reader: Literal["auto", "jsonl", "json", "csv", "blocks"] = "auto"
     block_lines: list[str] = Field(default_factory=list)
     hub: HubSource | None = None
-    mapping: Mapping = Field(default_factory=Mapping)
+    mapping: Mapping = Field(default_factory=FieldsMapping)
 
     @model_validator(mode="after")
     def _has_data(self) -> SplitSpec:
@@ -165,7 +201,6 @@ class SplitSpec(Strict):
 class DatasetRef(Strict):
     dataset: str
     config: str | None = None
-    revision: str | None = None
 
 
 class TaskSpec(Strict):

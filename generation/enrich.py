@@ -13,20 +13,18 @@ fingerprint, so a changed prompt is a different stage.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Literal
 
 import xxhash
-from pydantic import BaseModel, ConfigDict, Field
-
-from curation.errors import RowError
-from curation.record import Record, Reject, Sampling
-from curation.stage import StageResult
-from curation.text import normalize_text
-from generation.prompts import PROMPT_DIR, environment
-from generation.replies import json_object
-from generation.teacher import TeacherRequest, TeacherResponse
-from generation.teacher_stage import TeacherStage
+from pydantic import Field
+from taskseed.curation.errors import RowError
+from taskseed.curation.record import Record, Sampling
+from taskseed.curation.stage import KEEP, StageResult, Verdict, drop
+from taskseed.curation.text import normalize_text
+from taskseed.generation.prompts import environment
+from taskseed.generation.replies import json_object
+from taskseed.generation.teacher import TeacherRequest
+from taskseed.generation.teacher_stage import Answer, Ask, TeacherParams, TeacherStage
 
 TEMPLATE = "enrich.j2"
 FIELDS = ("reasoning", "knowledge")
@@ -36,21 +34,9 @@ SYSTEM_PROMPT = (
 )
 
 
-class EnrichParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class EnrichParams(TeacherParams):
     temperature: float = Field(0.3, ge=0, le=2)
-    top_p: float = Field(0.95, gt=0, le=1)
-    max_tokens: int = Field(384, ge=16)
-    batch_size: int = Field(256, ge=1)
     on_failure: Literal["keep", "drop"] = "keep"
-
-
-@functools.cache
-def enrich_template_hash() -> str:
-    """Hash of the system prompt and the enrich template."""
-    text = SYSTEM_PROMPT + (PROMPT_DIR / TEMPLATE).read_text()
-    return xxhash.xxh3_64_hexdigest(text.encode())
 
 
 def missing_fields(record: Record) -> list[str]:
@@ -111,65 +97,71 @@ def echoes(value: str, instructions: str, n: int = 5) -> bool:
     return any(f" {' '.join(words[i:i + n])} " in said for i in range(len(words) - n + 1))
 
 
-class EnrichStage(TeacherStage):
-    """Fills each record's `reasoning` and `knowledge` from the teacher."""
+@dataclasses.dataclass(frozen=True)
+class Want:
+    """What one enrich request asks about: a record, the fields it lacks, the instructions."""
+
+    record: Record
+    fields: list[str]
+    instructions: str
+
+
+class EnrichStage(TeacherStage[EnrichParams]):
+    """Fills each record's `reasoning` and `knowledge` from the teacher.
+
+    Unusable replies (unparsable, empty, echoing the instructions) are asked again like
+    generate's. A record whose enrichment still fails is kept as it was, or dropped with
+    the reason when `on_failure: drop`.
+    """
 
     name = "enrich"
+    params_model = EnrichParams
+    system_prompt = SYSTEM_PROMPT
+    templates = (TEMPLATE,)
+    outcome = "gave an enrichment"
 
-    def fingerprint(self) -> str:
-        return super().fingerprint() + enrich_template_hash()
-
-    def plan_requests(self, batch: list[Record]) -> list[tuple[int, list[str], TeacherRequest]]:
-        """(position in batch, requested fields, request) for every record that needs some."""
-        p: EnrichParams = self.params
+    def plan_requests(self, batch: list[Record], shard: int) -> list[Ask[Want]]:
+        """One ask for every record that lacks some enrichment field."""
+        p = self.params
         planned = []
-        for i, record in enumerate(batch):
+        for record in batch:
             fields = missing_fields(record)
             if not fields:
                 continue
+            messages = render_enrich(record, fields)
             sampling = Sampling(p.temperature, p.top_p, p.max_tokens, request_seed(record.id))
-            request = TeacherRequest(
-                messages=render_enrich(record, fields),
-                sampling=sampling,
-                json_schema=enrich_schema(fields),
-            )
-            planned.append((i, fields, request))
+            request = TeacherRequest(messages, sampling, enrich_schema(fields))
+            instructions = messages[-1]["content"].rpartition(INSTRUCTIONS_START)[2]
+            planned.append(Ask(request, Want(record, fields, instructions), record.task))
         return planned
+
+    def parse(self, ask: Ask[Want], text: str) -> Record:
+        want = ask.about
+        values = parse_enrichment(text, want.fields)
+        for name, value in values.items():
+            if echoes(value, want.instructions):
+                raise RowError("echoed_prompt", name, "repeats the prompt's instructions")
+        return dataclasses.replace(want.record, **values)
 
     def process(self, batch: list[Record], shard: int) -> StageResult:
         result = StageResult()
-        planned = self.plan_requests(batch)
-        result.counters["enrich_skipped"] += len(batch) - len(planned)
-        responses = self.ask([req for _, _, req in planned], shard, result.counters)
-        outcome: dict[int, Record | None] = {}
-        for (i, fields, request), response in zip(planned, responses, strict=True):
-            instructions = request.messages[-1]["content"].rpartition(INSTRUCTIONS_START)[2]
-            outcome[i] = self._apply(batch[i], fields, response, instructions, result)
-        for i, record in enumerate(batch):
-            kept = outcome.get(i, record)
-            if kept is not None:
-                result.items.append(kept)
+        asks = self.plan_requests(batch, shard)
+        result.counters["enrich_skipped"] += len(batch) - len(asks)
+        answers = {id(a.ask.about.record): a for a in self.ask_all(asks, shard, result.counters)}
+        for record in batch:
+            answer = answers.get(id(record))
+            if answer is None:
+                result.items.append(record)
+                continue
+            result.apply(self.name, answer.value or record, self._verdict(answer, result))
+        result.counters["accepted"] = result.counters["enriched"]
         return result
 
-    def _apply(
-        self, record: Record, fields: list[str], response: TeacherResponse, instructions: str,
-        result: StageResult,
-    ) -> Record | None:
-        """The enriched record; on failure the record as it was, or None when it is dropped."""
-        try:
-            if not response.ok:
-                raise RowError("teacher_error", "response", response.error or "")
-            if response.finish_reason == "length":
-                raise RowError("truncated", "response", "the reply hit max_tokens")
-            values = parse_enrichment(response.text, fields)
-            for name, value in values.items():
-                if echoes(value, instructions):
-                    raise RowError("echoed_prompt", name, "repeats the prompt's instructions")
-        except RowError as err:
-            result.counters["enrich_failed"] += 1
-            if self.params.on_failure == "keep":
-                return record
-            result.rejects.append(Reject.of(self.name, err.reason, str(err), record))
-            return None
-        result.counters["enriched"] += 1
-        return dataclasses.replace(record, **values)
+    def _verdict(self, answer: Answer[Want], result: StageResult) -> Verdict:
+        if answer.error is None:
+            result.counters["enriched"] += 1
+            return KEEP
+        result.counters["enrich_failed"] += 1
+        if self.params.on_failure == "keep":
+            return KEEP
+        return drop(answer.error.reason, str(answer.error))

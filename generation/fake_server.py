@@ -5,7 +5,7 @@ In-process (background thread)::
     with FakeOpenAIServer(faults=[Fault("429", times=2, retry_after=0.1)]) as server:
         teacher = OpenAITeacher(server.base_url, "fake")
 
-As a process: ``python -m generation.fake_server --port 8000 --latency 2.0``.
+As a process: ``python -m taskseed.generation.fake_server --port 8000 --latency 2.0``.
 """
 
 from __future__ import annotations
@@ -21,20 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from aiohttp import web
-
-from generation.http_teacher import new_event_loop
-
-try:
-    import orjson
-
-    _dumps = orjson.dumps
-    _loads = orjson.loads
-except ImportError:  # pragma: no cover - orjson is optional
-    def _dumps(obj: Any) -> bytes:
-        return json.dumps(obj, ensure_ascii=False).encode("utf-8")
-
-    _loads = json.loads
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
 FAULT_KINDS = ("429", "500", "slow", "drop", "malformed", "truncated", "wrong_schema")
 
@@ -80,23 +70,23 @@ def last_user_message(body: dict[str, Any]) -> str:
     return ""
 
 
-def instance_for(schema: dict[str, Any], seed: str, root: dict[str, Any] | None = None,
+def instance_for(schema: dict[str, Any], seed: str, resolver: Any = None,
                  path: str = "$") -> Any:
     """A deterministic value satisfying `schema`; strings derive from `seed` and the path."""
-    root = schema if root is None else root
+    if resolver is None:
+        resource = Resource.from_contents(schema, default_specification=DRAFT202012)
+        resolver = Registry().with_resource("urn:request", resource).resolver("urn:request")
     ref = schema.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/"):
-        target: Any = root
-        for part in ref[2:].split("/"):
-            target = target.get(part, {}) if isinstance(target, dict) else {}
-        return instance_for(target, seed, root, path)
+    if isinstance(ref, str):
+        resolved = resolver.lookup(ref)
+        return instance_for(resolved.contents, seed, resolved.resolver, path)
     if "const" in schema:
         return schema["const"]
     if schema.get("enum"):
         return schema["enum"][0]
     branches = schema.get("anyOf") or schema.get("oneOf")
     if branches:
-        return instance_for(branches[0], seed, root, path)
+        return instance_for(branches[0], seed, resolver, path)
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
@@ -104,11 +94,11 @@ def instance_for(schema: dict[str, Any], seed: str, root: dict[str, Any] | None 
         kind = "object" if "properties" in schema else "string"
     if kind == "object":
         props = schema.get("properties", {})
-        return {key: instance_for(props.get(key, {}), seed, root, f"{path}.{key}")
+        return {key: instance_for(props.get(key, {}), seed, resolver, f"{path}.{key}")
                 for key in schema.get("required", ())}
     if kind == "array":
         items = schema.get("items") or {}
-        return [instance_for(items, seed, root, f"{path}[{i}]")
+        return [instance_for(items, seed, resolver, f"{path}[{i}]")
                 for i in range(int(schema.get("minItems", 0)))]
     if kind == "string":
         digest = hashlib.blake2b(f"{seed}\x00{path}".encode(), digest_size=6).hexdigest()
@@ -249,7 +239,7 @@ class FakeOpenAIServer:
         try:
             raw = await request.read()
             try:
-                body = _loads(raw)
+                body = orjson.loads(raw)
             except ValueError:
                 body = None
             fault = self._fault_for(index, body or {})
@@ -285,7 +275,7 @@ class FakeOpenAIServer:
         if self.responder is not None:
             content = self.responder(body)
         elif schema is not None:
-            content = _dumps(instance_for(schema, last_user_message(body))).decode()
+            content = orjson.dumps(instance_for(schema, last_user_message(body))).decode()
         else:
             content = f"echo: {last_user_message(body)}"
         finish = "stop"
@@ -311,7 +301,7 @@ class FakeOpenAIServer:
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
-        return web.Response(body=_dumps(payload), content_type="application/json")
+        return web.Response(body=orjson.dumps(payload), content_type="application/json")
 
 
 def _requested_schema(body: dict[str, Any]) -> dict[str, Any] | None:
@@ -346,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
             await server.stop()
 
     with contextlib.suppress(KeyboardInterrupt):
-        loop = new_event_loop()
+        loop = asyncio.new_event_loop()
         try:
             loop.run_until_complete(serve())
         finally:

@@ -8,99 +8,27 @@ per attempt and a single retry layer (see `generation.retry`).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import aiohttp
-
-try:
-    import orjson
-
-    _dumps = orjson.dumps
-    _loads = orjson.loads
-except ImportError:  # pragma: no cover - orjson is optional
-    def _dumps(obj: Any) -> bytes:
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-    _loads = json.loads
-
-from generation.retry import Failure, backoff_delay, is_retryable_status, parse_retry_after
-from generation.teacher import TeacherRequest, TeacherResponse, Usage
+import orjson
+from pydantic import Field, SecretStr
+from taskseed.generation.replies import schema_error
+from taskseed.generation.retry import Failure, backoff_delay, is_retryable_status, parse_retry_after
+from taskseed.generation.teacher import (
+    TRANSPORT,
+    BackendConfig,
+    TeacherRequest,
+    TeacherResponse,
+    Usage,
+)
 
 log = logging.getLogger(__name__)
-
-_JSON_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,),
-    "integer": (int,),
-    "number": (int, float),
-    "boolean": (bool,),
-    "array": (list,),
-    "object": (dict,),
-    "null": (type(None),),
-}
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """The teacher's private event loop (plain asyncio: it runs in worker threads too)."""
-    return asyncio.new_event_loop()
-
-
-def schema_error(value: Any, schema: dict[str, Any], root: dict[str, Any] | None = None,
-                 path: str = "$") -> str | None:
-    """First mismatch of `value` against a JSON schema (types, enum, const, required,
-    properties, items, anyOf/oneOf, local $ref), or None. A deliberately small subset."""
-    root = schema if root is None else root
-    ref = schema.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/"):
-        target: Any = root
-        for part in ref[2:].split("/"):
-            target = target.get(part, {}) if isinstance(target, dict) else {}
-        schema = target
-    branches = schema.get("anyOf") or schema.get("oneOf")
-    if branches and all(schema_error(value, b, root, path) for b in branches):
-        return f"{path}: matches no branch"
-    types = schema.get("type")
-    if types is not None:
-        names = [types] if isinstance(types, str) else list(types)
-        if not any(_is_type(value, name) for name in names):
-            return f"{path}: expected {'|'.join(names)}"
-    if "enum" in schema and value not in schema["enum"]:
-        return f"{path}: not in enum"
-    if "const" in schema and value != schema["const"]:
-        return f"{path}: not const"
-    if isinstance(value, dict):
-        for key in schema.get("required", ()):
-            if key not in value:
-                return f"{path}: missing {key!r}"
-        for key, sub in schema.get("properties", {}).items():
-            if key in value and isinstance(sub, dict):
-                err = schema_error(value[key], sub, root, f"{path}.{key}")
-                if err:
-                    return err
-    elif isinstance(value, list):
-        items = schema.get("items")
-        if isinstance(items, dict):
-            for i, item in enumerate(value):
-                err = schema_error(item, items, root, f"{path}[{i}]")
-                if err:
-                    return err
-        if len(value) < schema.get("minItems", 0):
-            return f"{path}: fewer than minItems"
-    return None
-
-
-def _is_type(value: Any, name: str) -> bool:
-    if name in ("integer", "number") and isinstance(value, bool):
-        return False
-    if name == "integer" and isinstance(value, float):
-        return value.is_integer()
-    return isinstance(value, _JSON_TYPES.get(name, (object,)))
-
 
 def _strip_fences(text: str) -> str:
     """Drop a surrounding ```json ... ``` fence, as servers without structured output emit."""
@@ -112,23 +40,6 @@ def _strip_fences(text: str) -> str:
     return text
 
 
-class _Secret:
-    """Holds the API key; its repr and str never show it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str | None) -> None:
-        self._value = value
-
-    def get(self) -> str | None:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "<secret>" if self._value else "<unset>"
-
-    __str__ = __repr__
-
-
 @dataclass(slots=True)
 class _LoopState:
     session: aiohttp.ClientSession
@@ -136,6 +47,36 @@ class _LoopState:
 
 
 OnResponse = Callable[[int, TeacherResponse], None]
+
+
+class OpenAIConfig(BackendConfig):
+    """Any OpenAI-compatible server (`backend: openai`): trtllm-serve, vLLM, NIM, OpenAI.
+
+    The API key is read from the environment variable named by `api_key_env`; it is never
+    part of a config.
+    """
+
+    backend: Literal["openai"] = "openai"
+    base_url: str
+    model: str
+    structured_output: bool = True
+    api_key_env: Annotated[str, TRANSPORT] = "OPENAI_API_KEY"
+    max_concurrency: Annotated[int, TRANSPORT] = Field(256, ge=1)
+    timeout_s: Annotated[float, TRANSPORT] = Field(120.0, gt=0)
+    max_retries: Annotated[int, TRANSPORT] = Field(4, ge=1)
+
+    def build(self) -> OpenAITeacher:
+        return OpenAITeacher(
+            base_url=self.base_url,
+            model=self.model,
+            api_key_env=self.api_key_env,
+            max_concurrency=self.max_concurrency,
+            timeout_s=self.timeout_s,
+            max_retries=self.max_retries,
+            structured_output=self.structured_output,
+            # Stages ask again with a new sampling seed; the same request would repeat itself.
+            retry_invalid_output=False,
+        )
 
 
 class OpenAITeacher:
@@ -177,7 +118,7 @@ class OpenAITeacher:
         self.structured_output = structured_output
         self.retry_invalid_output = retry_invalid_output
         self._url = f"{self.base_url}/chat/completions"
-        self._key = _Secret(os.environ.get(api_key_env) or None)
+        self._key = SecretStr(os.environ.get(api_key_env) or "")
         self._states: dict[asyncio.AbstractEventLoop, _LoopState] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
@@ -224,7 +165,7 @@ class OpenAITeacher:
             )
         with self._lock:
             if self._loop is None or self._loop.is_closed():
-                self._loop = new_event_loop()
+                self._loop = asyncio.new_event_loop()
             return self._loop.run_until_complete(self.agenerate(requests, on_response))
 
     async def agenerate(
@@ -290,7 +231,7 @@ class OpenAITeacher:
             for dead in [lp for lp in self._states if lp.is_closed()]:
                 del self._states[dead]
             headers = {"Content-Type": "application/json", "Accept": "application/json"}
-            key = self._key.get()
+            key = self._key.get_secret_value()
             if key:
                 headers["Authorization"] = f"Bearer {key}"
             session = aiohttp.ClientSession(
@@ -319,7 +260,7 @@ class OpenAITeacher:
                 "type": "json_schema",
                 "json_schema": {"name": "record", "schema": request.json_schema, "strict": True},
             }
-        return _dumps(body)
+        return orjson.dumps(body)
 
     async def _run(self, state: _LoopState, request: TeacherRequest) -> TeacherResponse:
         try:
@@ -364,7 +305,7 @@ class OpenAITeacher:
             return Failure(f"http_{status}", is_retryable_status(status),
                            parse_retry_after(retry_after))
         try:
-            payload = _loads(raw)
+            payload = orjson.loads(raw)
             choice = payload["choices"][0]
             text = choice["message"]["content"] or ""
             finish = choice.get("finish_reason") or "stop"
@@ -381,7 +322,7 @@ class OpenAITeacher:
         if schema is not None:
             text = _strip_fences(text)
             try:
-                value = _loads(text)
+                value = orjson.loads(text)
             except ValueError:
                 return Failure("invalid_json", self.retry_invalid_output, text=text,
                                finish_reason=finish)

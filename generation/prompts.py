@@ -1,4 +1,4 @@
-"""Prompt templates (one per format) and the JSON schema of the teacher's answer."""
+"""Prompt templates: rendering, hashing, and the exemplars a generate prompt shows."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from typing import Any
 
 import jinja2
 import xxhash
-
-from curation.record import Format, Record
+from taskseed.curation.formats import answer_format
+from taskseed.curation.record import Format, Record
 
 PROMPT_DIR = Path(__file__).parent / "prompts"
+EXEMPLAR_TEMPLATE = "_exemplar.j2"  # imported by every format's generate template
 SYSTEM_PROMPT = (
     "You write new, original training examples for a task. Keep the task's framing, "
     "domain, difficulty and answer form; never copy the examples. Reply with JSON only."
@@ -27,15 +28,20 @@ def environment() -> jinja2.Environment:
     )
 
 
-def template_name(fmt: Format) -> str:
-    return f"{fmt.value}.j2"
-
-
 @functools.cache
+def prompts_hash(system_prompt: str, templates: tuple[str, ...]) -> str:
+    """Hash of a system prompt and template files: a changed prompt is a new prompt."""
+    text = system_prompt + "".join((PROMPT_DIR / name).read_text() for name in templates)
+    return xxhash.xxh3_64_hexdigest(text.encode())
+
+
+def template_name(fmt: Format) -> str:
+    return answer_format(fmt).template
+
+
 def template_hash(fmt: Format) -> str:
-    """Hash of the template and the files it imports: a changed prompt is a new prompt."""
-    text = (PROMPT_DIR / template_name(fmt)).read_text() + (PROMPT_DIR / "_exemplar.j2").read_text()
-    return xxhash.xxh3_64_hexdigest((SYSTEM_PROMPT + text).encode())
+    """Hash of a format's generate prompt (template, exemplar template, system prompt)."""
+    return prompts_hash(SYSTEM_PROMPT, (template_name(fmt), EXEMPLAR_TEMPLATE))
 
 
 def _exemplar(record: Record) -> dict[str, Any]:
@@ -71,31 +77,7 @@ def n_choices(exemplars: list[Record]) -> int:
     return max(set(counts), key=counts.count) if counts else 0
 
 
-def _string() -> dict[str, Any]:
-    # No maxLength: grammar-constrained decoders expand it into one rule per character.
-    return {"type": "string", "minLength": 1}
-
-
 def response_schema(fmt: Format, exemplars: list[Record]) -> dict[str, Any]:
-    """The JSON schema the teacher's reply must follow for this format."""
-    props: dict[str, Any] = {"question": _string()}
-    if any(r.context for r in exemplars) or fmt is Format.EXTRACTIVE:
-        props["context"] = _string()
-    n = n_choices(exemplars)
-    if n:
-        props["choices"] = {"type": "array", "items": _string(), "minItems": n, "maxItems": n}
-        props["answer_index"] = {"type": "integer", "enum": list(range(n))}
-    elif fmt is Format.YES_NO:
-        props["answer"] = {"type": "string", "enum": ["yes", "no"]}
-    else:
-        if fmt is Format.MATH:
-            props["reasoning"] = _string()
-        props["answer"] = _string()
-        if fmt is Format.CODE:
-            props["tests"] = {"type": "array", "items": _string(), "minItems": 1, "maxItems": 5}
-    return {
-        "type": "object",
-        "properties": props,
-        "required": list(props),
-        "additionalProperties": False,
-    }
+    """The JSON schema the teacher's reply must follow for this format and these exemplars."""
+    with_context = any(r.context for r in exemplars)
+    return answer_format(fmt).reply_schema(n_choices(exemplars), with_context)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import xxhash
-
-from curation.record import Sampling
+from pydantic import BaseModel, ConfigDict
+from taskseed.curation.record import Sampling
 
 
 @dataclass(slots=True)
@@ -65,3 +65,36 @@ class Teacher(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class Transport:
+    """Marks a config field that changes how requests are sent, not what is asked.
+
+    `Annotated[int, TRANSPORT]`: such fields stay out of a stage's fingerprint, so that
+    changing them on an existing run directory reuses its work.
+    """
+
+    def __repr__(self) -> str:
+        return "TRANSPORT"
+
+
+TRANSPORT = Transport()
+
+
+class BackendConfig(BaseModel):
+    """Base of each teacher backend's config (one class per backend module)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str
+    cache_dir: Annotated[str | None, TRANSPORT] = None  # the request cache (run directory)
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that decide what the teacher answers (everything not TRANSPORT)."""
+        keep = {name for name, f in type(self).model_fields.items()
+                if not any(isinstance(m, Transport) for m in f.metadata)}
+        return self.model_dump(mode="json", include=keep)
+
+    def build(self) -> Teacher:
+        """The backend itself; GPU libraries are imported only here."""
+        raise NotImplementedError

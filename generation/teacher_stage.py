@@ -1,33 +1,119 @@
-"""The base of stages that ask a teacher: lazy setup, the request cache, usage counters."""
+"""The base of every stage that asks a model: one policy for all of them.
+
+- The teacher is built once per worker process (never pickled) behind the request cache.
+- `ask_all` asks, parses each reply with the stage's `parse`, and asks again with a new
+  sampling seed when a reply is unparsable, truncated or off-schema, up to `max_attempts`;
+  a request the backend could not answer (after its own transport retries) is final.
+- The fingerprint covers the parameters, the model identity, the system prompt and every
+  template the stage renders, so a changed prompt is a different stage.
+- `finalize` lists what still failed in `failures.jsonl` and enforces `min_coverage`.
+"""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Generic, TypeVar
 
 import xxhash
+from pydantic import Field
+from taskseed.curation.errors import RowError, TaskseedError
+from taskseed.curation.stage import BatchStage, BuildContext, StageOutput, StageParams
+from taskseed.generation.backends import make_teacher
+from taskseed.generation.cache import CachedTeacher, RequestCache
+from taskseed.generation.prompts import prompts_hash
+from taskseed.generation.teacher import BackendConfig, TeacherRequest, TeacherResponse
 
-from curation.stage import BatchStage
-from generation.backends import TeacherConfig, make_teacher
-from generation.cache import CachedTeacher, RequestCache
-from generation.teacher import TeacherRequest, TeacherResponse
-
-# Settings that change how requests are sent, not what is asked: not part of the fingerprint.
-TRANSPORT_FIELDS = {"max_concurrency", "timeout_s", "max_retries", "cache_dir", "n_threads"}
+# Replies a backend already found invalid, by the reason it gives; any other error of a
+# backend is a request it could not answer (`teacher_error`), which is not asked again.
+CONTENT_ERRORS = {"invalid_json": "unparsable", "truncated": "truncated",
+                  "schema_mismatch": "schema_mismatch"}
+TEACHER_ERROR = "teacher_error"
 
 
-class TeacherStage(BatchStage):
-    """A batch stage with a teacher built once per worker process and never pickled."""
+class TeacherParams(StageParams):
+    """Sampling and the shared policy of every teacher stage."""
 
-    def __init__(self, params: Any, teacher: TeacherConfig) -> None:
+    temperature: float = Field(0.8, ge=0, le=2)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(384, ge=16)
+    batch_size: int = Field(256, ge=1)
+    max_attempts: int = Field(2, ge=1, le=10)
+    min_coverage: float = Field(0.0, ge=0, le=1)
+
+
+TP = TypeVar("TP", bound=TeacherParams)
+C = TypeVar("C")
+
+
+@dataclass(frozen=True)
+class Ask(Generic[C]):
+    """One request of a stage and what its reply is parsed against (a seed group, a record).
+
+    `task` and `examples` (how many records the prompt shows) are for plans and reports.
+    """
+
+    request: TeacherRequest
+    about: C
+    task: str
+    examples: int = 1
+
+
+@dataclass(frozen=True)
+class Answer(Generic[C]):
+    """The outcome of an ask: the parsed value, or the error that was final."""
+
+    ask: Ask[C]
+    response: TeacherResponse
+    value: Any = None
+    error: RowError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FailedRequest:
+    """A request that gave nothing usable, as a reject item: its cache key and reply."""
+
+    id: str
+    response: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"response": self.response[:4000]}
+
+
+def stable_int(*parts: Any) -> int:
+    """A non-negative 31-bit integer fixed by `parts` (sampling seeds)."""
+    return xxhash.xxh3_64_intdigest(json.dumps(parts).encode()) & 0x7FFFFFFF
+
+
+def reseeded(request: TeacherRequest, attempt: int) -> TeacherRequest:
+    """The same request with another sampling seed, for another try."""
+    sampling = replace(request.sampling, seed=stable_int(request.sampling.seed, attempt))
+    return replace(request, sampling=sampling)
+
+
+class TeacherStage(BatchStage[TP]):
+    """A batch stage that asks a model; subclasses plan asks and parse replies."""
+
+    calls_models = True
+    system_prompt: ClassVar[str]
+    templates: ClassVar[tuple[str, ...]]  # every template the stage may render
+    outcome: ClassVar[str] = "gave a record"  # what an accepted request gave, for reports
+
+    def __init__(self, params: TP, teacher: BackendConfig) -> None:
         super().__init__(params)
         self.teacher_cfg = teacher
         self._teacher: CachedTeacher | None = None
 
+    @classmethod
+    def build(cls, params: Any, context: BuildContext) -> TeacherStage:
+        return cls(params, context.teacher)
+
     def fingerprint(self) -> str:
-        blob = self.teacher_cfg.model_dump_json(exclude=TRANSPORT_FIELDS)
-        return super().fingerprint() + xxhash.xxh3_64_hexdigest(blob.encode())
+        identity = json.dumps(self.teacher_cfg.identity(), sort_keys=True)
+        prompts = prompts_hash(self.system_prompt, self.templates)
+        return super().fingerprint() + xxhash.xxh3_64_hexdigest(identity.encode()) + prompts
 
     def setup(self) -> None:
         if self._teacher is None:
@@ -45,7 +131,25 @@ class TeacherStage(BatchStage):
 
     @property
     def model(self) -> str:
-        return self._teacher.model if self._teacher is not None else str(self.teacher_cfg.model)
+        if self._teacher is not None:
+            return self._teacher.model
+        return str(getattr(self.teacher_cfg, "model", None))
+
+    # --- what a stage defines ------------------------------------------------------------
+
+    def plan_requests(self, batch: list[Any], shard: int) -> list[Ask[Any]]:
+        """Every ask this shard makes, in a fixed order (`taskseed plan` counts them)."""
+        raise NotImplementedError
+
+    def parse(self, ask: Ask[Any], text: str) -> Any:
+        """The value of a reply's text; RowError when it is unusable (it is asked again)."""
+        raise NotImplementedError
+
+    def planned_outputs(self, batch: list[Any], asks: list[Ask[Any]]) -> int:
+        """At most how many records this stage passes on for a batch (for `taskseed plan`)."""
+        return len(batch)
+
+    # --- the shared policy ---------------------------------------------------------------
 
     def ask(
         self, requests: list[TeacherRequest], shard: int, counters: Counter[str]
@@ -62,3 +166,67 @@ class TeacherStage(BatchStage):
             out.extend(teacher.generate(requests[start : start + size]))
         counters.update({k: v - before[k] for k, v in teacher.usage().items()})
         return out
+
+    def ask_all(self, asks: list[Ask[C]], shard: int, counters: Counter[str]) -> list[Answer[C]]:
+        """Ask, parse, and ask again with a new seed while replies are unusable."""
+        counters["planned"] += len(asks)
+        answers: dict[int, Answer[C]] = {}
+        pending = list(enumerate(asks))
+        for attempt in range(self.params.max_attempts):
+            responses = self.ask([a.request for _, a in pending], shard, counters)
+            last = attempt + 1 == self.params.max_attempts
+            retry = []
+            for (i, ask), response in zip(pending, responses, strict=True):
+                try:
+                    value = self._read(ask, response)
+                except RowError as err:
+                    if err.reason != TEACHER_ERROR and not last:
+                        retry.append((i, replace(ask, request=reseeded(ask.request, attempt + 1))))
+                    else:
+                        answers[i] = Answer(ask, response, error=err)
+                    continue
+                answers[i] = Answer(ask, response, value=value)
+            counters["retried"] += len(retry)
+            pending = retry
+            if not pending:
+                break
+        return [answers[i] for i in range(len(asks))]
+
+    def _read(self, ask: Ask[Any], response: TeacherResponse) -> Any:
+        if not response.ok:
+            reason = CONTENT_ERRORS.get(response.error or "", TEACHER_ERROR)
+            raise RowError(reason, "response", response.error or "")
+        if response.finish_reason == "length":
+            raise RowError("truncated", "response", "the reply hit max_tokens")
+        return self.parse(ask, response.text)
+
+    def failed(self, answer: Answer[Any]) -> FailedRequest:
+        """An answer that stayed unusable, as a reject item."""
+        return FailedRequest(answer.ask.request.cache_key(self.model), answer.response.text)
+
+    def finalize(self, output: StageOutput) -> None:
+        """Write `failures.jsonl` (every failed request with its reason) and enforce the
+        minimum coverage (the share of planned requests that were accepted)."""
+        planned = accepted = 0
+        with (output.path / "failures.jsonl").open("w", encoding="utf-8") as fh:
+            for shard in output.done_shards():
+                counters = output.read_marker(shard)["counters"]
+                planned += counters.get("planned", 0)
+                accepted += counters.get("accepted", 0)
+                for reject in output.read_rejects(shard):
+                    if reject.reason in FAILURE_REASONS:
+                        fh.write(json.dumps(reject.to_dict(), ensure_ascii=False) + "\n")
+        coverage = accepted / planned if planned else 1.0
+        if coverage < self.params.min_coverage:
+            raise TaskseedError(
+                f"stage '{self.name}': coverage {coverage:.1%} ({accepted} of {planned} requests "
+                f"{self.outcome}) is below min_coverage {self.params.min_coverage:.0%}; "
+                f"see {output.path / 'failures.jsonl'}"
+            )
+
+
+# Reject reasons that mean a request failed (listed in failures.jsonl).
+FAILURE_REASONS = frozenset({
+    TEACHER_ERROR, "unparsable", "truncated", "schema_mismatch", "wrong_type", "missing_field",
+    "label_out_of_range", "echoed_prompt",
+})

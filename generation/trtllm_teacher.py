@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
-from curation.errors import TaskseedError
-from generation.http_teacher import schema_error
-from generation.teacher import TeacherRequest, TeacherResponse, Usage
+from pydantic import Field
+from taskseed.curation.errors import TaskseedError
+from taskseed.generation.replies import schema_error
+from taskseed.generation.teacher import BackendConfig, TeacherRequest, TeacherResponse, Usage
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,17 @@ def run_batch(
                 except Exception as one:  # noqa: BLE001
                     responses[i] = _rejected(one)
     return [r if r is not None else TeacherResponse(error="missing") for r in responses]
+
+
+class TensorRTLLMConfig(BackendConfig):
+    """TensorRT-LLM's LLM API in this process (`backend: tensorrt_llm`), on GPU nodes."""
+
+    backend: Literal["tensorrt_llm"] = "tensorrt_llm"
+    model: str
+    tensor_parallel_size: int = Field(1, ge=1)
+
+    def build(self) -> TensorRTLLMTeacher:
+        return TensorRTLLMTeacher(self.model, tensor_parallel_size=self.tensor_parallel_size)
 
 
 class TensorRTLLMTeacher:

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from curation.errors import TaskseedError
+from taskseed.curation.errors import TaskseedError
 
 SPEND_KEYS = ("teacher_calls", "prompt_tokens", "completion_tokens")
-
-
-def add_spend(spent: Counter[str], marker: Mapping) -> None:
-    """Add a shard's teacher usage (from its done marker) to a running total."""
-    for key in SPEND_KEYS:
-        spent[key] += marker["counters"].get(key, 0)
 
 
 class BudgetConfig(BaseModel):

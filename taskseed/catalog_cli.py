@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from curation.lm_eval_catalog import import_catalog, load_task_index, write_specs
+from taskseed.curation.lm_eval_catalog import import_catalog, load_task_index, write_specs
 
 DEFAULT_OUT = Path("configs/tasks/lm_eval")
 
@@ -36,7 +36,7 @@ def run_import_lm_eval(args: argparse.Namespace) -> int:
     index = load_task_index(args.include_path, include_defaults=not args.no_defaults)
     roots = [Path(args.include_path).resolve()] if args.include_path else None
     if not args.no_defaults:
-        from curation.lm_eval_catalog import tasks_root
+        from taskseed.curation.lm_eval_catalog import tasks_root
 
         roots = [tasks_root(), *(roots or [])]
     result = import_catalog(index, roots)

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from curation.errors import TaskseedError
 from taskseed.catalog_cli import add_catalog_commands
+from taskseed.curation.errors import TaskseedError
 from taskseed.slurm import add_slurm_commands
 
 

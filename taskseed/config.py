@@ -13,11 +13,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from curation.errors import ConfigError
-from curation.taskspec import TaskSpec, load_task_specs
-from curation.yamlconf import read_yaml, validate
-from generation.backends import TeacherConfig
 from taskseed.budget import BudgetConfig
+from taskseed.curation.errors import ConfigError
+from taskseed.curation.taskspec import TaskSpec, load_task_specs
+from taskseed.curation.yamlconf import read_yaml, validate
+from taskseed.generation.backends import TeacherConfig
+from taskseed.generation.embedded import EmbeddedConfig
 
 SEEDS_ROOT_ENV = "TASKSEED_SEEDS_ROOT"
 
@@ -51,7 +52,8 @@ class PipelineConfig(BaseModel):
     seeds_from: Literal["local", "hub"] = "local"
     tasks: list[str] = Field(min_length=1)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
-    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    plugins: list[str] = Field(default_factory=list)  # modules that register stages
+    teacher: TeacherConfig = Field(default_factory=EmbeddedConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     stages: list[StageEntry] = Field(min_length=1)
 

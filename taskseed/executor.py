@@ -1,26 +1,17 @@
-"""The local executor: runs each stage's pending shards on a local Dask cluster."""
+"""The local executor: each stage's pending units on a local Dask cluster."""
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from curation.errors import TaskseedError
-from curation.rundir import RunDir, StageDir, write_json
-from curation.shardrun import (
-    frame_shard_tasks,
-    release_all,
-    run_batch_shard,
-    run_source_shard,
-)
-from curation.stage import BatchStage, FrameStage, SourceStage, Stage
-from taskseed.budget import BudgetConfig, add_spend
 from taskseed.config import ExecutorConfig
+from taskseed.curation.errors import TaskseedError
+from taskseed.engine import Engine, StageRun
+from taskseed.shardrun import release_all
 from taskseed.summary import StageReport
 
 Progress = Callable[[str], None]
@@ -30,19 +21,17 @@ def stderr_progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def execute_unit(run: StageRun, unit: int) -> dict[int, dict]:
+    """One unit of work on a Dask worker."""
+    return run.execute(unit)
+
+
 class LocalExecutor:
     """A `distributed.LocalCluster` of worker processes; the only code that knows the scale."""
 
-    def __init__(
-        self,
-        cfg: ExecutorConfig,
-        progress: Progress = stderr_progress,
-        budget: BudgetConfig | None = None,
-    ) -> None:
+    def __init__(self, cfg: ExecutorConfig, progress: Progress = stderr_progress) -> None:
         self.cfg = cfg
         self.progress = progress
-        self.budget = budget or BudgetConfig()
-        self.spent: Counter[str] = Counter()
         self.reports: list[StageReport] = []
         self._cluster: Any = None
         self._client: Any = None
@@ -50,7 +39,7 @@ class LocalExecutor:
     def __enter__(self) -> LocalExecutor:
         from distributed import Client, LocalCluster
 
-        from curation.frames import set_backend
+        from taskseed.curation.frames import set_backend
 
         set_backend(self.cfg.backend)
         logging.getLogger("distributed").setLevel(logging.ERROR)
@@ -83,93 +72,53 @@ class LocalExecutor:
         if self._cluster is not None:
             self._cluster.close()
 
-    def run(self, stages: list[Stage], run_dir: RunDir) -> list[StageReport]:
-        """Run every stage in order, skipping shards whose done marker exists."""
+    def run(self, engine: Engine) -> list[StageReport]:
+        """Run every stage in order, skipping units that are done."""
         reports = self.reports = []
-        previous: StageDir | None = None
-        for index, stage in enumerate(stages):
-            out = run_dir.stage(index + 1, stage.name)
-            run_dir.claim_stage(out, stage.fingerprint(), stage.name)
-            for shard in out.done_shards():
-                self._spend(out.read_marker(shard))
-            if hasattr(stage, "teacher_cfg"):
-                self.budget.check(self.spent)
+        for run in engine.prepare():
+            engine.check_budget(run)
             started = time.perf_counter()
-            if isinstance(stage, SourceStage):
-                ran = self._run_source(stage, out)
-            elif isinstance(stage, BatchStage):
-                assert previous is not None
-                ran = self._run_batch(stage, previous, out)
-            elif isinstance(stage, FrameStage):
-                assert previous is not None
-                ran = self._run_frame(stage, previous, out)
+            units = run.units()
+            self.progress(f"[{run.stage.name}] {run.shards} shards, "
+                          f"{len(run.pending())} to run")
+            if run.whole_dataset:
+                ran = {} if not units else run.execute(units[0])
             else:
-                raise TaskseedError(f"stage '{stage.name}' has no executable shape")
+                ran = self._run_units(engine, run, units)
             self._client.run(release_all)
-            if isinstance(stage, BatchStage):
-                stage.finalize(out)
-            report = StageReport.collect(stage.name, out, ran, time.perf_counter() - started)
+            run.finalize()
+            report = StageReport.collect(run.stage.name, run.out, ran,
+                                         time.perf_counter() - started)
             self.progress(report.line())
             reports.append(report)
-            previous = out
         return reports
 
-    def _gather(self, name: str, futures: dict[Any, int], total: int) -> dict[int, dict]:
+    def _run_units(self, engine: Engine, run: StageRun, units: list[int]) -> dict[int, dict]:
+        """Units on the cluster's workers; the budget gate after each one that spent."""
         from distributed import as_completed
 
+        futures = {self._client.submit(execute_unit, run, unit, pure=False): unit
+                   for unit in units}
         done: dict[int, dict] = {}
         try:
             for future in as_completed(list(futures)):
-                shard = futures[future]
+                unit = futures[future]
                 try:
-                    done[shard] = future.result()
+                    markers = future.result()
                 except TaskseedError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - reported as one line with the shard
                     raise TaskseedError(
-                        f"stage '{name}' shard {shard} failed: {type(exc).__name__}: {exc}"
+                        f"stage '{run.stage.name}' shard {unit} failed: "
+                        f"{type(exc).__name__}: {exc}"
                     ) from exc
-                self.progress(f"[{name}] shard {shard} done ({len(done)}/{total} this run)")
-                if done[shard]["counters"].get("teacher_calls"):
-                    self._spend(done[shard])
-                    self.budget.check(self.spent)
+                done.update(markers)
+                self.progress(f"[{run.stage.name}] shard {unit} done "
+                              f"({len(done)}/{len(units)} this run)")
+                for marker in markers.values():
+                    engine.add_spend(marker)
+                engine.check_budget(run)
         except TaskseedError:
             self._client.cancel(list(futures))
             raise
         return done
-
-    def _spend(self, marker: dict) -> None:
-        add_spend(self.spent, marker)
-
-    def _run_source(self, stage: SourceStage, out: StageDir) -> dict[int, dict]:
-        plan_path = out.plan_path()
-        if plan_path.exists():
-            plan = json.loads(plan_path.read_text())
-        else:
-            plan = stage.plan()
-            write_json(plan_path, plan)
-        pending = [i for i in range(len(plan)) if not out.is_done(i)]
-        self.progress(f"[{stage.name}] {len(plan)} shards, {len(pending)} to run")
-        futures = {
-            self._client.submit(run_source_shard, stage, out, i, plan[i], pure=False): i
-            for i in pending
-        }
-        return self._gather(stage.name, futures, len(pending))
-
-    def _run_batch(self, stage: BatchStage, src: StageDir, out: StageDir) -> dict[int, dict]:
-        shards = src.done_shards()
-        pending = [i for i in shards if not out.is_done(i)]
-        self.progress(f"[{stage.name}] {len(shards)} shards, {len(pending)} to run")
-        futures = {
-            self._client.submit(run_batch_shard, stage, src, out, i, pure=False): i
-            for i in pending
-        }
-        return self._gather(stage.name, futures, len(pending))
-
-    def _run_frame(self, stage: FrameStage, src: StageDir, out: StageDir) -> dict[int, dict]:
-        pending, tasks = frame_shard_tasks(stage, src, out)
-        self.progress(f"[{stage.name}] {stage.params.shards} shards, {len(pending)} to run")
-        if not pending:
-            return {}
-        futures = dict(zip(self._client.compute(tasks), pending, strict=True))
-        return self._gather(stage.name, futures, len(pending))

@@ -1,65 +1,40 @@
-"""Pipeline wiring: stage names in a config become a list of stage objects."""
+"""Pipeline wiring: the stage entries of a config become a list of stage objects."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict
-
-from curation.dedup import ExactDedupParams, ExactDedupStage
-from curation.errors import ConfigError
-from curation.export import ExportParams, ExportStage
-from curation.seeds import NormalizeStage, SeedParams, SeedStage
-from curation.stage import Stage
-from curation.yamlconf import validate
-from generation.backends import TeacherConfig
-from generation.enrich import EnrichParams, EnrichStage
-from generation.generate import GenerateParams, GenerateStage
-from judges.validity import ValidityParams, ValidityStage
 from taskseed.config import LoadedConfig
+from taskseed.curation.errors import ConfigError
+from taskseed.curation.stage import BuildContext, Stage
+from taskseed.curation.yamlconf import validate
+from taskseed.stages import load_plugins, stage_class, stage_names
 
 
-class NoParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-Builder = Callable[[Any, LoadedConfig], Stage]
-
-STAGES: dict[str, tuple[type[BaseModel], Builder]] = {
-    "seeds": (SeedParams, lambda p, c: SeedStage(p, c.specs, c.seeds_root)),
-    "normalize": (NoParams, lambda p, c: NormalizeStage(p, c.specs)),
-    "generate": (GenerateParams, lambda p, c: GenerateStage(p, teacher_config(c))),
-    "enrich": (EnrichParams, lambda p, c: EnrichStage(p, teacher_config(c))),
-    "validity": (ValidityParams, lambda p, c: ValidityStage(p)),
-    "exact_dedup": (ExactDedupParams, lambda p, c: ExactDedupStage(p)),
-    "export": (ExportParams, lambda p, c: ExportStage(p)),
-}
-
-
-def teacher_config(loaded: LoadedConfig) -> TeacherConfig:
-    """The teacher config, with the request cache in the run directory unless set."""
-    cfg = loaded.config.teacher
-    if cfg.cache_dir:
-        return cfg
-    return cfg.model_copy(update={"cache_dir": str((loaded.run_dir / "cache").resolve())})
+def build_context(loaded: LoadedConfig) -> BuildContext:
+    """What stages are built from; the request cache lives in the run directory unless set."""
+    teacher = loaded.config.teacher
+    if not teacher.cache_dir:
+        cache = str((loaded.run_dir / "cache").resolve())
+        teacher = teacher.model_copy(update={"cache_dir": cache})
+    return BuildContext(loaded.specs, loaded.seeds_root, loaded.run_dir, teacher)
 
 
 def build_stages(loaded: LoadedConfig) -> list[Stage]:
     """Validate each stage entry's parameters and build the stages in order."""
+    load_plugins(loaded.config.plugins)
+    context = build_context(loaded)
     stages: list[Stage] = []
     for i, entry in enumerate(loaded.config.stages):
-        if entry.name not in STAGES:
-            known = ", ".join(STAGES)
+        cls = stage_class(entry.name)
+        if cls is None:
+            known = ", ".join(stage_names())
             raise ConfigError(
                 str(loaded.path), f"stages[{i}].name", f"unknown stage '{entry.name}' ({known})"
             )
-        model, build = STAGES[entry.name]
         try:
-            params = validate(model, entry.model_extra or {}, loaded.path)
+            params = validate(cls.params_model, entry.model_extra or {}, loaded.path)
         except ConfigError as err:
             raise ConfigError(str(loaded.path), f"stages[{i}].{err.key}", err.message) from None
-        stages.append(build(params, loaded))
+        stages.append(cls.build(params, context))
     _check_order(stages, loaded)
     return stages
 

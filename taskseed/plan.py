@@ -6,14 +6,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from curation.stage import BatchStage, SourceStage
-from generation.enrich import EnrichStage
-from generation.generate import GenerateStage
-from generation.teacher_stage import TeacherStage
-from taskseed.config import load_config
+from taskseed.config import LoadedConfig, load_config
+from taskseed.engine import Engine
+from taskseed.generation.teacher_stage import TeacherStage
 from taskseed.pipeline import build_stages
 
 CHARS_PER_TOKEN = 4.0
+ANSWER_PROMPT_TOKENS = 150  # instructions around one example in a per-record prompt
 
 
 @dataclass
@@ -32,46 +31,50 @@ def _tokens(messages: list[dict[str, str]]) -> float:
     return sum(len(m["content"]) for m in messages) / CHARS_PER_TOKEN
 
 
-def plan_run(config: Path, overlays: list[Path] | None = None) -> tuple[list[StagePlan], object]:
-    """Read and normalize the seeds in this process, then render every generate request.
+def plan_run(
+    config: Path, overlays: list[Path] | None = None
+) -> tuple[list[StagePlan], LoadedConfig]:
+    """Run the stages before the first teacher stage in memory, then plan its requests.
 
-    Generate requests are exact (same shards and grouping as a run); enrichment is bounded
-    by one request per generated example.
+    The first teacher stage's requests are exact (the same shards and asks as a run). A
+    later teacher stage is bounded by one request per record it can receive, each about as
+    long as one example of the first stage's prompts plus its instructions.
     """
     loaded = load_config(config, overlays)
-    stages = build_stages(loaded)
-    source = stages[0]
-    assert isinstance(source, SourceStage)
+    runs = Engine.at(build_stages(loaded), loaded.run_dir).prepare(write=False)
     plans: list[StagePlan] = []
-    generated = 0
-    per_example_tokens = 0.0
-    shards = source.plan()
-    for shard, spec in enumerate(shards):
-        items = source.read(spec).items
-        for stage in stages[1:]:
-            if isinstance(stage, GenerateStage):
+    downstream = 0
+    per_record_tokens = 0.0
+    first: int | None = None
+    for shard in range(runs[0].shards):
+        items = runs[0].preview(None, shard).items
+        for position, run in enumerate(runs[1:], start=1):
+            stage = run.stage
+            if isinstance(stage, TeacherStage):
+                first = position
+                asks = stage.plan_requests(items, shard)
                 plan = _plan_of(plans, stage.name)
-                requests = stage.plan_requests(items, shard)
                 attempts = stage.params.max_attempts
-                plan.requests += len(requests)
-                plan.max_requests += len(requests) * attempts
-                for group, request in requests:
-                    plan.prompt_tokens += _tokens(request.messages)
-                    plan.by_task[group[0].task] += 1
-                    per_example_tokens = max(per_example_tokens, _tokens(request.messages)
-                                             / max(1, len(group)))
-                plan.max_completion_tokens += len(requests) * attempts * stage.params.max_tokens
-                generated += len(requests)
+                plan.requests += len(asks)
+                plan.max_requests += len(asks) * attempts
+                plan.max_completion_tokens += len(asks) * attempts * stage.params.max_tokens
+                for ask in asks:
+                    tokens = _tokens(ask.request.messages)
+                    plan.prompt_tokens += tokens
+                    plan.by_task[ask.task] += 1
+                    per_record_tokens = max(per_record_tokens, tokens / ask.examples)
+                downstream += stage.planned_outputs(items, asks)
                 break
-            if not isinstance(stage, BatchStage) or isinstance(stage, TeacherStage):
+            result = run.preview(items, shard)
+            if result is None:
                 break
-            items = stage.process(items, shard).items
-    for stage in stages:
-        if isinstance(stage, EnrichStage):
-            plan = _plan_of(plans, stage.name)
-            plan.requests = plan.max_requests = generated
-            plan.prompt_tokens = generated * (per_example_tokens + 150)
-            plan.max_completion_tokens = generated * stage.params.max_tokens
+            items = result.items
+    for run in runs[(first or len(runs)) + 1:]:
+        if isinstance(run.stage, TeacherStage):
+            plan = _plan_of(plans, run.stage.name)
+            plan.requests = plan.max_requests = downstream
+            plan.prompt_tokens = downstream * (per_record_tokens + ANSWER_PROMPT_TOKENS)
+            plan.max_completion_tokens = downstream * run.stage.params.max_tokens
     return plans, loaded
 
 
@@ -83,7 +86,7 @@ def _plan_of(plans: list[StagePlan], name: str) -> StagePlan:
     return plans[-1]
 
 
-def format_plan(plans: list[StagePlan], loaded) -> str:
+def format_plan(plans: list[StagePlan], loaded: LoadedConfig) -> str:
     """A table of planned requests, tokens and cost, and whether it fits the budget."""
     budget = loaded.config.budget
     lines = [f"plan for {loaded.path} (teacher: {loaded.config.teacher.backend}"

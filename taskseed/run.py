@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from curation.errors import TaskseedError
-from curation.rundir import RunDir
 from taskseed.config import load_config
+from taskseed.curation.errors import TaskseedError
+from taskseed.engine import Engine
 from taskseed.executor import LocalExecutor, Progress, stderr_progress
 from taskseed.pipeline import build_stages
 from taskseed.summary import write_summary
@@ -24,14 +24,16 @@ def run_pipeline(
     start = time.perf_counter()
     loaded = load_config(config_path, overlays, run_dir)
     stages = build_stages(loaded)
-    rd = RunDir(loaded.run_dir)
-    rd.write_config(loaded.resolved, loaded.hash)
-    progress(f"run {rd.path}: {len(stages)} stages, {len(loaded.specs)} tasks")
-    executor = LocalExecutor(loaded.config.executor, progress, loaded.config.budget)
+    engine = Engine.at(stages, loaded.run_dir, loaded.config.budget)
+    engine.run_dir.write_config(loaded.resolved, loaded.hash)
+    progress(f"run {engine.run_dir.path}: {len(stages)} stages, {len(loaded.specs)} tasks")
+    executor = LocalExecutor(loaded.config.executor, progress)
     try:
         with executor:
-            executor.run(stages, rd)
+            executor.run(engine)
     except TaskseedError as err:
-        write_summary(rd, loaded.hash, executor.reports, time.perf_counter() - start, str(err))
+        write_summary(engine.run_dir, loaded.hash, executor.reports,
+                      time.perf_counter() - start, str(err))
         raise
-    return write_summary(rd, loaded.hash, executor.reports, time.perf_counter() - start)
+    return write_summary(engine.run_dir, loaded.hash, executor.reports,
+                         time.perf_counter() - start)

@@ -9,23 +9,19 @@ chains one `sbatch --array` job per stage with `--dependency=afterok`; a last jo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import subprocess
 import sys
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import taskseed
-from curation.errors import TaskseedError
-from taskseed.budget import add_spend
+from taskseed.curation.errors import TaskseedError
+from taskseed.engine import Engine, StageRun
 
 if TYPE_CHECKING:
-    from curation.rundir import RunDir, StageDir
-    from curation.stage import BatchStage, FrameStage, SourceStage, Stage
     from taskseed.config import LoadedConfig
 
 TEMPLATES_ENV = "TASKSEED_SLURM_TEMPLATES"
@@ -34,6 +30,10 @@ STAGE_TEMPLATE = "stage_array.sbatch"
 FINISH_TEMPLATE = "finish.sbatch"
 
 
+def _engine(loaded: LoadedConfig) -> Engine:
+    from taskseed.pipeline import build_stages
+
+    return Engine.at(build_stages(loaded), loaded.run_dir, loaded.config.budget)
 
 
 def run_shard(
@@ -43,109 +43,22 @@ def run_shard(
     overlays: list[Path] | None = None,
     run_dir: Path | None = None,
 ) -> dict[int, dict] | None:
-    """Run shard `shard` of stage `stage_index` (1-based); None when it was already done."""
-    from curation.frames import set_backend
-    from curation.rundir import RunDir
-    from curation.stage import BatchStage, FrameStage, SourceStage
+    """Run unit `shard` of stage `stage_index` (1-based); None when it was already done."""
     from taskseed.config import load_config
+    from taskseed.curation.frames import set_backend
 
     loaded = load_config(config, overlays, run_dir)
-    stages = _build(loaded)
-    if not 1 <= stage_index <= len(stages):
-        raise TaskseedError(f"--stage {stage_index}: the config has stages 1..{len(stages)}")
-    stage = stages[stage_index - 1]
-    rd = RunDir(loaded.run_dir)
-    out = rd.stage(stage_index, stage.name)
-    rd.claim_stage(out, stage.fingerprint(), stage.name)
-    set_backend(loaded.config.executor.backend)
-    if isinstance(stage, FrameStage):
-        if shard != 0:
-            raise TaskseedError(f"stage '{stage.name}' is a frame stage: run it as --shard 0")
-        src = _previous(rd, stages, stage_index)
-        return _run_frame(stage, src, out) or None
-    if out.is_done(shard):
+    engine = _engine(loaded)
+    if not 1 <= stage_index <= len(engine.stages):
+        raise TaskseedError(f"--stage {stage_index}: the config has stages "
+                            f"1..{len(engine.stages)}")
+    run = engine.prepare(require_plans=True)[stage_index - 1]
+    run.check_unit(shard)
+    if run.is_done(shard):
         return None
-    _check_budget(loaded, rd, stages, stage)
-    if isinstance(stage, SourceStage):
-        info = _run_source(stage, out, shard)
-    elif isinstance(stage, BatchStage):
-        info = _run_batch(stage, _previous(rd, stages, stage_index), out, shard)
-    else:
-        raise TaskseedError(f"stage '{stage.name}' has no executable shape")
-    return {shard: info}
-
-
-def _build(loaded: LoadedConfig) -> list[Stage]:
-    from taskseed.pipeline import build_stages
-
-    return build_stages(loaded)
-
-
-def _previous(rd: RunDir, stages: list[Stage], stage_index: int) -> StageDir:
-    if stage_index < 2:
-        raise TaskseedError(f"stage '{stages[0].name}' needs an input stage")
-    return rd.stage(stage_index - 1, stages[stage_index - 2].name)
-
-
-def _run_source(stage: SourceStage, out: StageDir, shard: int) -> dict:
-    from curation.shardrun import run_source_shard
-
-    plan_path = out.plan_path()
-    if not plan_path.exists():
-        raise TaskseedError(f"{plan_path} is missing: `taskseed submit` plans source shards")
-    plan = json.loads(plan_path.read_text())
-    if not 0 <= shard < len(plan):
-        raise TaskseedError(f"stage '{stage.name}' has {len(plan)} planned shards, not {shard}")
-    return run_source_shard(stage, out, shard, plan[shard])
-
-
-def _run_batch(stage: BatchStage, src: StageDir, out: StageDir, shard: int) -> dict:
-    from curation.shardrun import run_batch_shard
-
-    if not src.is_done(shard):
-        raise TaskseedError(f"stage '{stage.name}' shard {shard}: input {src.done_path(shard)} "
-                            "is not done")
-    return run_batch_shard(stage, src, out, shard)
-
-
-def _run_frame(stage: FrameStage, src: StageDir, out: StageDir) -> dict[int, dict]:
-    """The whole frame stage in this process with Dask's threaded scheduler."""
-    import dask
-
-    from curation.shardrun import frame_shard_tasks
-
-    with dask.config.set(scheduler="threads"):
-        pending, tasks = frame_shard_tasks(stage, src, out)
-        results = dask.compute(*tasks)
-    return dict(zip(pending, results, strict=True))
-
-
-def _check_budget(loaded: LoadedConfig, rd: RunDir, stages: list[Stage], stage: Stage) -> None:
-    """Before a teacher shard: refuse when the run directory's spend reached a cap."""
-    if not hasattr(stage, "teacher_cfg"):
-        return
-    spent: Counter[str] = Counter()
-    for index, other in enumerate(stages, start=1):
-        folder = rd.stage(index, other.name)
-        for shard in folder.done_shards():
-            add_spend(spent, folder.read_marker(shard))
-    loaded.config.budget.check(spent)
-
-
-
-
-@dataclass
-class StageJob:
-    """One stage's array job: its folder name, expected shard count and the shards to run."""
-
-    index: int
-    name: str
-    shards: int
-    pending: list[int]
-
-    @property
-    def folder(self) -> str:
-        return f"{self.index:02d}-{self.name}"
+    set_backend(loaded.config.executor.backend)
+    engine.check_budget(run)
+    return run.execute(shard)
 
 
 @dataclass
@@ -156,57 +69,13 @@ class SubmitOptions:
     templates: Path | None = None
 
 
-def plan_jobs(loaded: LoadedConfig, stages: list[Stage], write: bool = True) -> list[StageJob]:
-    """Claim stage folders, plan source shards and list each stage's pending shards.
-
-    A batch stage has as many shards as the stage before it: a source stage's plan length or
-    a frame stage's `shards`. A frame stage is one task (shard 0) writing all its shards.
-    With `write=False` nothing is written to the run directory.
-    """
-    from curation.rundir import RunDir
-    from curation.stage import BatchStage, FrameStage, SourceStage
-    rd = RunDir(loaded.run_dir)
+def plan_jobs(loaded: LoadedConfig, write: bool = True) -> list[StageRun]:
+    """Every stage with its pending units (one array task each); `write=False` writes
+    nothing to the run directory."""
+    engine = _engine(loaded)
     if write:
-        rd.write_config(loaded.resolved, loaded.hash)
-    jobs: list[StageJob] = []
-    count = 0
-    for index, stage in enumerate(stages, start=1):
-        out = rd.stage(index, stage.name)
-        _claim(rd, out, stage, write)
-        if isinstance(stage, SourceStage):
-            count = len(_plan(stage, out, write))
-            pending = [i for i in range(count) if not out.is_done(i)]
-        elif isinstance(stage, FrameStage):
-            count = stage.params.shards
-            pending = [0] if any(not out.is_done(i) for i in range(count)) else []
-        elif isinstance(stage, BatchStage):
-            pending = [i for i in range(count) if not out.is_done(i)]
-        else:
-            raise TaskseedError(f"stage '{stage.name}' has no executable shape")
-        jobs.append(StageJob(index, stage.name, count, pending))
-    return jobs
-
-
-def _claim(rd: RunDir, out: StageDir, stage: Stage, write: bool) -> None:
-    """Claim the stage folder; without `write`, only check an existing claim."""
-    if write:
-        rd.claim_stage(out, stage.fingerprint(), stage.name)
-        return
-    meta = out.meta_path()
-    if meta.exists() and json.loads(meta.read_text()).get("fingerprint") != stage.fingerprint():
-        raise TaskseedError(f"{out.path}: made with a different config for stage "
-                            f"'{stage.name}'; use a new run directory")
-
-
-def _plan(stage: SourceStage, out: StageDir, write: bool) -> list[Any]:
-    from curation.rundir import write_json
-    path = out.plan_path()
-    if path.exists():
-        return json.loads(path.read_text())
-    plan = stage.plan()
-    if write:
-        write_json(path, plan)
-    return plan
+        engine.run_dir.write_config(loaded.resolved, loaded.hash)
+    return engine.prepare(write=write)
 
 
 def array_spec(indices: list[int], max_parallel: int | None = None) -> str:
@@ -228,15 +97,11 @@ def array_spec(indices: list[int], max_parallel: int | None = None) -> str:
 
 
 def _job_env(loaded: LoadedConfig, config: Path, overlays: list[Path]) -> dict[str, str]:
-    pythonpath = [str(Path(taskseed.__file__).resolve().parents[1])]
-    if os.environ.get("PYTHONPATH"):
-        pythonpath.append(os.environ["PYTHONPATH"])
     env = {
         "TASKSEED_CONFIG": str(config.resolve()),
         "TASKSEED_RUN_DIR": str(loaded.run_dir.resolve()),
         "TASKSEED_OVERLAYS": os.pathsep.join(str(p.resolve()) for p in overlays),
         "TASKSEED_PYTHON": sys.executable,
-        "PYTHONPATH": os.pathsep.join(pythonpath),
     }
     for key, value in env.items():
         if "," in value:
@@ -250,7 +115,7 @@ def _export(env: dict[str, str]) -> str:
 
 def sbatch_commands(
     loaded: LoadedConfig,
-    jobs: list[StageJob],
+    jobs: list[StageRun],
     config: Path,
     overlays: list[Path],
     options: SubmitOptions,
@@ -270,11 +135,12 @@ def sbatch_commands(
     prefix = f"taskseed-{loaded.config.name}"
     commands: list[tuple[str, list[str]]] = []
     for job in jobs:
-        if not job.pending:
+        units = job.units()
+        if not units:
             continue
         argv = common + [
             f"--job-name={prefix}-{job.folder}",
-            f"--array={array_spec(job.pending, options.max_parallel)}",
+            f"--array={array_spec(units, options.max_parallel)}",
             f"--output={logs}/{job.folder}-%A_%a.out",
             _export({**env, "TASKSEED_STAGE": str(job.index)}),
             str(templates / STAGE_TEMPLATE),
@@ -321,13 +187,12 @@ def submit(
     dry_run: bool = False,
 ) -> list[tuple[str, str]]:
     """Submit the chained array jobs; returns (label, job id) per job (nothing when dry)."""
-    from curation.rundir import write_json
     from taskseed.config import load_config
+    from taskseed.curation.files import write_json
     overlays = list(overlays or [])
     options = options or SubmitOptions()
     loaded = load_config(config, overlays, run_dir)
-    stages = _build(loaded)
-    jobs = plan_jobs(loaded, stages, write=not dry_run)
+    jobs = plan_jobs(loaded, write=not dry_run)
     commands = sbatch_commands(loaded, jobs, config, overlays, options)
     if dry_run:
         print(dry_run_script(commands), end="")

@@ -6,7 +6,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from curation.rundir import RunDir, StageDir, write_json
+from taskseed.curation.files import write_json
+from taskseed.rundir import RunDir, StageDir
 
 
 @dataclass

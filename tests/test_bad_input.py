@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-import curation.readers as readers
-from curation.errors import ConfigError, TaskseedError
-from curation.seeds import NormalizeStage, SeedParams, SeedStage
-from curation.taskspec import load_task_spec
+import taskseed.curation.readers as readers
+from taskseed.curation.errors import ConfigError, TaskseedError
+from taskseed.curation.seeds import NormalizeStage, SeedParams, SeedStage
+from taskseed.curation.taskspec import load_task_spec
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SPECS = FIXTURES / "specs"

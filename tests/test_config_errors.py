@@ -5,8 +5,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from taskseed.curation.errors import ConfigError
 
-from curation.errors import ConfigError
 from taskseed.config import load_config
 from taskseed.pipeline import build_stages
 

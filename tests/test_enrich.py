@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from curation.record import Format, Lineage, Origin, Record, Sampling, Source
-from generation.backends import TeacherConfig
-from generation.enrich import (
+from taskseed.curation.record import Format, Lineage, Origin, Record, Sampling, Source
+from taskseed.generation.embedded import EmbeddedConfig
+from taskseed.generation.enrich import (
     EnrichParams,
     EnrichStage,
     enrich_schema,
@@ -20,7 +19,8 @@ from generation.enrich import (
     render_enrich,
     request_seed,
 )
-from generation.fake_server import FakeOpenAIServer, Fault, last_user_message
+from taskseed.generation.fake_server import FakeOpenAIServer, Fault, last_user_message
+from taskseed.generation.http_teacher import OpenAIConfig
 
 REASONING = "Water boils at 100 degrees Celsius at sea level, so the answer is 100."
 KNOWLEDGE = "The boiling point of a liquid depends on the surrounding air pressure."
@@ -53,7 +53,7 @@ def fixed_reply(body: dict[str, Any]) -> str:
 
 def stage_for(server: FakeOpenAIServer, cache_dir: Path | None = None,
               **params: Any) -> EnrichStage:
-    teacher = TeacherConfig(backend="openai", model="fake", base_url=server.base_url,
+    teacher = OpenAIConfig(model="fake", base_url=server.base_url,
                             api_key_env="TASKSEED_NO_KEY", max_retries=2, timeout_s=10,
                             cache_dir=str(cache_dir) if cache_dir else None)
     return EnrichStage(EnrichParams(**params), teacher)
@@ -199,17 +199,17 @@ def test_params_and_pickling() -> None:
         EnrichParams(on_failure="retry")
     with pytest.raises(ValueError):
         EnrichParams(seed=1)
-    stage = EnrichStage(EnrichParams(), TeacherConfig())
+    stage = EnrichStage(EnrichParams(), EmbeddedConfig())
     stage._teacher = object()  # type: ignore[assignment]
     clone = pickle.loads(pickle.dumps(stage))
     assert clone._teacher is None and clone.fingerprint() == stage.fingerprint()
-    other = EnrichStage(EnrichParams(temperature=0.5), TeacherConfig())
+    other = EnrichStage(EnrichParams(temperature=0.5), EmbeddedConfig())
     assert other.fingerprint() != stage.fingerprint()
 
 
 @pytest.mark.slow
 def test_embedded_teacher_enriches() -> None:
-    stage = EnrichStage(EnrichParams(max_tokens=160), TeacherConfig(backend="embedded"))
+    stage = EnrichStage(EnrichParams(max_tokens=160), EmbeddedConfig())
     records = [
         record("What is the capital of France?", "Paris"),
         record("Is the sun a star?", "yes", Format.YES_NO),
@@ -227,7 +227,7 @@ def test_embedded_teacher_enriches() -> None:
 
 
 def test_a_reply_that_echoes_the_instructions_is_not_used():
-    from generation.enrich import echoes
+    from taskseed.generation.enrich import echoes
 
     instructions = ("The answer above is correct and final: do not change it or argue for "
                     "another one. Write \"knowledge\": the background facts someone needs.")

@@ -7,9 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from taskseed.generation.fake_server import FakeOpenAIServer, Fault
 from workspace import write_task
-
-from generation.fake_server import FakeOpenAIServer, Fault
 
 PIPE = """name: failures
 run_dir: {run}

@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from curation.record import Sampling
-from generation.fake_server import FakeOpenAIServer, Fault, instance_for
-from generation.http_teacher import OpenAITeacher, schema_error
-from generation.retry import backoff_delay, is_retryable_status, parse_retry_after
-from generation.teacher import TeacherRequest, TeacherResponse
+from taskseed.curation.record import Sampling
+from taskseed.generation.fake_server import FakeOpenAIServer, Fault, instance_for
+from taskseed.generation.http_teacher import OpenAITeacher, schema_error
+from taskseed.generation.retry import backoff_delay, is_retryable_status, parse_retry_after
+from taskseed.generation.teacher import TeacherRequest, TeacherResponse
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -296,8 +295,8 @@ def test_unserialisable_request_is_an_error_response(server: FakeOpenAIServer) -
 
 def test_fake_server_cli_serves_requests() -> None:
     root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, PYTHONPATH=str(root))
-    with subprocess.Popen([sys.executable, "-m", "generation.fake_server", "--port", "0"],
+    env = dict(os.environ)
+    with subprocess.Popen([sys.executable, "-m", "taskseed.generation.fake_server", "--port", "0"],
                           cwd=root, env=env, stdout=subprocess.PIPE, text=True) as proc:
         try:
             line = proc.stdout.readline() if proc.stdout else ""

@@ -8,11 +8,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from curation.normalize import normalize_row
-from curation.readers import iter_split
-from curation.record import RawRow, Source
-from curation.taskspec import load_task_spec
+from taskseed.curation.normalize import normalize_row
+from taskseed.curation.readers import iter_split
+from taskseed.curation.record import RawRow, Source
+from taskseed.curation.taskspec import load_task_spec
 
 
 @pytest.fixture(autouse=True)
@@ -84,7 +83,7 @@ def test_commonsense_qa_hub_schema_resolves_labels_to_text(repo, seeds_root, tmp
 
 
 def test_a_missing_hub_dataset_is_one_line(repo, seeds_root, tmp_path):
-    from curation.errors import TaskseedError
+    from taskseed.curation.errors import TaskseedError
 
     hub_spec = load_task_spec(repo / "configs" / "tasks" / "gsm8k.yaml", hub=True)
     hub_split = hub_spec.train.model_copy(

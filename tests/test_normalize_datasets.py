@@ -7,13 +7,12 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-
-from curation.errors import RowError
-from curation.eval_sets import eval_splits, read_eval_split
-from curation.normalize import extract_fields, parse_lettered, parse_llm_adapters
-from curation.record import Format
-from curation.seeds import NormalizeStage, SeedParams, SeedStage
-from curation.taskspec import Mapping, TaskSpec, load_task_specs
+from taskseed.curation.errors import RowError
+from taskseed.curation.eval_sets import eval_splits, read_eval_split
+from taskseed.curation.normalize import extract_fields, parse_lettered, parse_llm_adapters
+from taskseed.curation.record import Format
+from taskseed.curation.seeds import NormalizeStage, SeedParams, SeedStage
+from taskseed.curation.taskspec import TaskSpec, load_task_specs, parse_mapping
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = REPO.parent / "shared" / "seeds"
@@ -365,7 +364,7 @@ def test_lettered_choices():
 
 
 def _fields(row: dict, fmt: Format = Format.MULTIPLE_CHOICE, **mapping):
-    return extract_fields(row, Mapping(**mapping), fmt)
+    return extract_fields(row, parse_mapping(mapping), fmt)
 
 
 def test_jinja_templates_like_lm_eval():

@@ -5,10 +5,10 @@ import json
 from pathlib import Path
 
 import pytest
+from taskseed.curation.arrow import read_parquet
+from taskseed.curation.errors import TaskseedError
+from taskseed.curation.record import Record, Reject
 
-from curation.arrow import read_parquet
-from curation.errors import TaskseedError
-from curation.record import Record, Reject
 from taskseed.run import run_pipeline
 
 PIPE = """name: seeds-only

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from taskseed.generation.fake_server import FakeOpenAIServer
 from workspace import write_task
 
-from generation.fake_server import FakeOpenAIServer
 from taskseed.budget import BudgetExceeded
 from taskseed.plan import format_plan, plan_run
 from taskseed.run import run_pipeline

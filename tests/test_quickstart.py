@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from curation.arrow import read_parquet
-from curation.record import Origin, Record
+from taskseed.curation.arrow import read_parquet
+from taskseed.curation.record import Origin, Record
 
 pytestmark = pytest.mark.slow
 

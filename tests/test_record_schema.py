@@ -2,9 +2,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
-from curation.arrow import RECORD_SCHEMA, read_parquet, write_parquet
-from curation.record import (
+from taskseed.curation.arrow import RECORD_SCHEMA, read_parquet, write_parquet
+from taskseed.curation.record import (
     Format,
     Lineage,
     Origin,

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 import xxhash
+from taskseed.curation.arrow import read_parquet
+from taskseed.curation.record import Record
+from taskseed.generation.fake_server import FakeOpenAIServer, last_user_message
 from workspace import write_task
-
-from curation.arrow import read_parquet
-from curation.record import Record
-from generation.fake_server import FakeOpenAIServer, last_user_message
 
 WORKERS, CONCURRENCY, ROWS = 2, 3, 120
 

@@ -7,15 +7,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import taskseed.curation.readers as readers
+from taskseed.curation.errors import ConfigError
+from taskseed.curation.eval_sets import eval_splits, iter_eval_records, read_eval_split
+from taskseed.curation.normalize import normalize_row
+from taskseed.curation.record import RawRow, Source
+from taskseed.curation.seeds import NormalizeStage, SeedParams, SeedStage
+from taskseed.curation.taskspec import TaskSpec, load_task_spec, load_task_specs
 from workspace import hub_folder, with_local_hub
-
-import curation.readers as readers
-from curation.errors import ConfigError
-from curation.eval_sets import eval_splits, iter_eval_records, read_eval_split
-from curation.normalize import normalize_row
-from curation.record import RawRow, Source
-from curation.seeds import NormalizeStage, SeedParams, SeedStage
-from curation.taskspec import TaskSpec, load_task_spec, load_task_specs
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = REPO.parent / "shared" / "seeds"

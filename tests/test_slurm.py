@@ -8,12 +8,11 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from slurm_cluster import SlurmCluster, SlurmMissing, wait_for_jobs
+from slurm_cluster import SlurmCluster, wait_for_jobs
 
 from taskseed.run import run_pipeline
 from taskseed.slurm import array_spec, main
@@ -55,28 +54,6 @@ SUMS = [(f"What is {i} plus {i + 1}?", str(2 * i + 1)) for i in range(6)] + [
     ("What is 0 plus 1?", "1"),
     ("Sum?", "3"),
 ]
-
-
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[SlurmCluster]:
-    running, problem = SlurmCluster(), None
-    try:
-        running.start()
-    except SlurmMissing as err:
-        running.stop()
-        problem = str(err)
-    if problem is not None:
-        pytest.fail(f"these tests need a real Slurm: {problem}", pytrace=False)
-    old = os.environ.get("SLURM_CONF")
-    os.environ["SLURM_CONF"] = str(running.conf)
-    try:
-        yield running
-    finally:
-        running.stop()
-        if old is None:
-            os.environ.pop("SLURM_CONF", None)
-        else:
-            os.environ["SLURM_CONF"] = old
 
 
 @pytest.fixture(scope="module")

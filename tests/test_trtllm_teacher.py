@@ -13,13 +13,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-
-from curation.errors import TaskseedError
-from curation.record import Sampling
-from generation.backends import TeacherConfig, make_teacher
-from generation.teacher import TeacherRequest
-from generation.trtllm_teacher import (
+from taskseed.curation.errors import TaskseedError
+from taskseed.curation.record import Sampling
+from taskseed.generation.backends import make_teacher
+from taskseed.generation.teacher import TeacherRequest
+from taskseed.generation.trtllm_teacher import (
     MISSING_EXTRA,
+    TensorRTLLMConfig,
     TensorRTLLMTeacher,
     run_batch,
     sampling_kwargs,
@@ -106,7 +106,7 @@ def test_import_guard_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     assert str(info.value) == MISSING_EXTRA
     assert "pip install 'taskseed[trtllm]'" in str(info.value)
     with pytest.raises(TaskseedError, match="trtllm extra"):
-        make_teacher(TeacherConfig(backend="tensorrt_llm", model="some/model"))
+        make_teacher(TensorRTLLMConfig(model="some/model"))
 
 
 def test_sampling_kwargs_per_request() -> None:

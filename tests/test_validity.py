@@ -1,7 +1,6 @@
 import pytest
-
-from curation.record import Format, Record, Source
-from judges.validity import ValidityParams, ValidityStage, check
+from taskseed.curation.record import Format, Record, Source
+from taskseed.judges.validity import ValidityParams, ValidityStage, check
 
 P = ValidityParams()
 

@@ -3,27 +3,24 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from curation.arrow import read_parquet, write_parquet
-from curation.errors import TaskseedError
-from curation.record import Reject
+import yaml
 
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+from taskseed.curation.arrow import read_parquet, write_parquet
+from taskseed.curation.errors import TaskseedError
+from taskseed.curation.files import write_json
+from taskseed.curation.record import Reject
 
 
 @dataclass(frozen=True)
 class StageDir:
-    """The folder of one stage: `part-NNNNN.parquet`, `part-NNNNN.done`, `rejects/`."""
+    """The folder of one stage: `part-NNNNN.parquet`, `part-NNNNN.done`, `rejects/`.
+
+    It is the `StageOutput` a finished stage's `finalize` reads.
+    """
 
     path: Path
 
@@ -56,6 +53,9 @@ class StageDir:
     def read_shard(self, shard: int, kind: type) -> list[Any]:
         return read_parquet(self.shard_path(shard), kind)
 
+    def read_rejects(self, shard: int) -> list[Reject]:
+        return read_parquet(self.rejects_path(shard), Reject)
+
     def plan_path(self) -> Path:
         return self.path / "plan.json"
 
@@ -72,8 +72,11 @@ class RunDir:
     def stage(self, index: int, name: str) -> StageDir:
         return StageDir(self.path / "stages" / f"{index:02d}-{name}")
 
-    def claim_stage(self, stage_dir: StageDir, fingerprint: str, name: str) -> None:
-        """Record a stage's fingerprint, or refuse when the folder holds another config's work."""
+    def claim_stage(
+        self, stage_dir: StageDir, fingerprint: str, name: str, write: bool = True
+    ) -> None:
+        """Record a stage's fingerprint (with `write`), or refuse when the folder holds
+        another config's work."""
         meta = stage_dir.meta_path()
         if meta.exists():
             old = json.loads(meta.read_text())
@@ -83,12 +86,11 @@ class RunDir:
                     "use a new run directory or delete this stage folder and the ones after it"
                 )
             return
-        write_json(meta, {"name": name, "fingerprint": fingerprint})
+        if write:
+            write_json(meta, {"name": name, "fingerprint": fingerprint})
 
     def write_config(self, resolved: dict[str, Any], config_hash: str) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        import yaml
-
         text = yaml.safe_dump(resolved, sort_keys=False)
         (self.path / "config.yaml").write_text(text)
         (self.path / "config.hash").write_text(config_hash + "\n")

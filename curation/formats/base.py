@@ -1,0 +1,186 @@
+"""What an answer format defines, in one place.
+
+A format says how seeds of that form are checked when they are normalized, what makes a
+finished record valid, which prompt template asks a teacher for a new example, the JSON
+schema of the teacher's reply and how the reply becomes record fields, and how a record
+is rendered into pretraining text. The defaults here serve most formats; a format module
+overrides only what is particular to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from taskseed.curation.errors import RowError
+from taskseed.curation.verdict import KEEP, Verdict, drop
+
+if TYPE_CHECKING:
+    from taskseed.curation.record import Record
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+@dataclass(slots=True)
+class SeedFields:
+    """The record fields read out of one seed row, before format checks."""
+
+    question: str
+    answer: str
+    context: str | None = None
+    choices: list[str] = field(default_factory=list)
+    answer_label: str | None = None
+    reasoning: str | None = None
+    knowledge: str | None = None
+    tests: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ReplyFields:
+    """The record fields a teacher's reply gives."""
+
+    question: str
+    answer: str
+    context: str | None = None
+    choices: list[str] = field(default_factory=list)
+    answer_label: str | None = None
+    reasoning: str | None = None
+    tests: list[str] = field(default_factory=list)
+
+
+def text_schema() -> dict[str, Any]:
+    """A non-empty string.
+
+    No maxLength: grammar-constrained decoders expand it into one rule per character.
+    """
+    return {"type": "string", "minLength": 1}
+
+
+def check_choices(record: Record) -> Verdict:
+    """At least two distinct, non-empty choices, and the answer among them."""
+    if len(record.choices) < 2:
+        return drop("too_few_choices", f"{len(record.choices)} choices")
+    if any(not c.strip() for c in record.choices):
+        return drop("empty_choice", "a choice is empty")
+    if len({c.strip().lower() for c in record.choices}) != len(record.choices):
+        return drop("duplicate_choices", "two choices are the same")
+    if record.answer not in record.choices:
+        return drop("answer_not_in_choices", f"'{record.answer[:80]}'")
+    return KEEP
+
+
+class AnswerFormat:
+    """The definition of one answer format; one instance per format module."""
+
+    name: ClassVar[str]
+    mix: ClassVar[str] = "generative"  # the pretraining dataset its records go into
+    needs_choices: ClassVar[bool] = False
+    needs_context: ClassVar[bool] = False
+
+    @property
+    def template(self) -> str:
+        """The prompt template (in `taskseed/generation/prompts/`) asking for a new example."""
+        return f"{self.name}.j2"
+
+    # --- seeds -------------------------------------------------------------------------
+
+    def seed_answer(self, value: Any) -> Any:
+        """The answer field of a seed row before it is read as text."""
+        return value
+
+    def check_seed(self, fields: SeedFields) -> None:
+        """Raise RowError when a normalized seed is not of this form; may canonicalize it."""
+        if self.needs_choices and len(fields.choices) < 2:
+            raise RowError("missing_field", "choices", f"{self.name} needs at least two choices")
+
+    # --- validity ----------------------------------------------------------------------
+
+    def check(self, record: Record) -> Verdict:
+        """Whether a finished record is well formed for this format."""
+        if self.needs_choices or record.choices:
+            verdict = check_choices(record)
+            if not verdict.keep:
+                return verdict
+        return self.check_answer(record)
+
+    def check_answer(self, record: Record) -> Verdict:
+        return KEEP
+
+    # --- teacher replies ---------------------------------------------------------------
+
+    def reply_schema(self, n_choices: int, with_context: bool) -> dict[str, Any]:
+        """The JSON schema a teacher's reply must follow.
+
+        With options (`n_choices` > 0) the answer comes back as an index into the new
+        options, so the answer is always among them.
+        """
+        props: dict[str, Any] = {"question": text_schema()}
+        if with_context or self.needs_context:
+            props["context"] = text_schema()
+        if n_choices:
+            props["choices"] = {"type": "array", "items": text_schema(),
+                                "minItems": n_choices, "maxItems": n_choices}
+            props["answer_index"] = {"type": "integer", "enum": list(range(n_choices))}
+        else:
+            props.update(self.answer_schema())
+        return {
+            "type": "object",
+            "properties": props,
+            "required": list(props),
+            "additionalProperties": False,
+        }
+
+    def answer_schema(self) -> dict[str, Any]:
+        """Reply properties that carry the answer when there are no options."""
+        return {"answer": text_schema()}
+
+    def parse_reply(self, data: dict[str, Any]) -> ReplyFields:
+        """Record fields from a reply object; RowError names the field that is unusable."""
+        choices = data.get("choices") or []
+        if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+            raise RowError("wrong_type", "choices", "expected a list of strings")
+        choices = [c.strip() for c in choices]
+        label = None
+        if "answer_index" in data:
+            index = data["answer_index"]
+            if (isinstance(index, bool) or not isinstance(index, int)
+                    or not 0 <= index < len(choices)):
+                raise RowError("label_out_of_range", "answer_index", f"{index!r} out of range")
+            answer, label = choices[index], LETTERS[index]
+        else:
+            answer = data.get("answer")
+        question = data.get("question")
+        for name, value in (("question", question), ("answer", answer)):
+            if not isinstance(value, str) or not value.strip():
+                raise RowError("missing_field", name, "missing or empty")
+        tests = data.get("tests") or []
+        return ReplyFields(
+            question=question.strip(),
+            answer=answer.strip(),
+            context=data.get("context") or None,
+            choices=choices,
+            answer_label=label,
+            reasoning=data.get("reasoning") or None,
+            tests=[str(t) for t in tests] if isinstance(tests, list) else [],
+        )
+
+    # --- pretraining text --------------------------------------------------------------
+
+    def render(self, record: Record) -> str:
+        """The training text: context, question, options, knowledge, reasoning and answer."""
+        parts: list[str] = []
+        if record.context:
+            parts.append(record.context.strip())
+        parts.append(f"Question: {record.question.strip()}")
+        parts.extend(f"{LETTERS[i]}. {c}" for i, c in enumerate(record.choices))
+        if record.knowledge:
+            parts.append(f"Background: {record.knowledge.strip()}")
+        if record.reasoning:
+            parts.append(f"Reasoning: {record.reasoning.strip()}")
+        parts.append(self.render_answer(record))
+        return "\n".join(parts) + "\n"
+
+    def render_answer(self, record: Record) -> str:
+        if record.choices and record.answer in record.choices:
+            return f"Answer: {LETTERS[record.choices.index(record.answer)]}. {record.answer}"
+        return f"Answer: {record.answer}"

@@ -1,0 +1,36 @@
+"""Code: a programming task, its solution and assert-style tests."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from taskseed.curation.errors import RowError
+from taskseed.curation.formats.base import AnswerFormat, SeedFields, text_schema
+from taskseed.curation.verdict import KEEP, Verdict, drop
+
+if TYPE_CHECKING:
+    from taskseed.curation.record import Record
+
+
+class Code(AnswerFormat):
+    name = "code"
+
+    def check_seed(self, fields: SeedFields) -> None:
+        super().check_seed(fields)
+        if not fields.tests:
+            raise RowError("missing_field", "tests", "code tasks need tests")
+
+    def check_answer(self, record: Record) -> Verdict:
+        if not record.tests:
+            return drop("code_without_tests", "no tests")
+        return KEEP
+
+    def answer_schema(self) -> dict[str, Any]:
+        tests = {"type": "array", "items": text_schema(), "minItems": 1, "maxItems": 5}
+        return {"answer": text_schema(), "tests": tests}
+
+    def render_answer(self, record: Record) -> str:
+        return f"Answer:\n{record.answer}"
+
+
+FORMAT = Code()

@@ -1,0 +1,13 @@
+"""Completion: a context to continue, with candidate endings (HellaSwag-style)."""
+
+from __future__ import annotations
+
+from taskseed.curation.formats.base import AnswerFormat
+
+
+class Completion(AnswerFormat):
+    name = "completion"
+    needs_choices = True
+
+
+FORMAT = Completion()

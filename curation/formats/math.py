@@ -1,0 +1,29 @@
+"""Math word problems: a worked solution and a numeric final answer."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from taskseed.curation.formats.base import AnswerFormat, text_schema
+from taskseed.curation.verdict import KEEP, Verdict, drop
+
+if TYPE_CHECKING:
+    from taskseed.curation.record import Record
+
+_NUMBER = re.compile(r"^-?[\d,]*\.?\d+$")
+
+
+class Math(AnswerFormat):
+    name = "math"
+
+    def check_answer(self, record: Record) -> Verdict:
+        if not _NUMBER.match(record.answer.strip().rstrip(".")):
+            return drop("answer_not_numeric", f"'{record.answer[:80]}'")
+        return KEEP
+
+    def answer_schema(self) -> dict[str, Any]:
+        return {"reasoning": text_schema(), "answer": text_schema()}
+
+
+FORMAT = Math()

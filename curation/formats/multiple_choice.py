@@ -1,0 +1,14 @@
+"""Multiple choice: a question with options; the answer is the text of the right option."""
+
+from __future__ import annotations
+
+from taskseed.curation.formats.base import AnswerFormat
+
+
+class MultipleChoice(AnswerFormat):
+    name = "multiple_choice"
+    mix = "multiple_choice"
+    needs_choices = True
+
+
+FORMAT = MultipleChoice()

@@ -1,0 +1,45 @@
+"""Yes/no questions: the answer is exactly `yes` or `no`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from taskseed.curation.errors import RowError
+from taskseed.curation.formats.base import AnswerFormat, SeedFields
+from taskseed.curation.verdict import KEEP, Verdict, drop
+
+if TYPE_CHECKING:
+    from taskseed.curation.record import Record
+
+_YES = {"true", "yes", "1"}
+_NO = {"false", "no", "0"}
+
+
+class YesNo(AnswerFormat):
+    name = "yes_no"
+
+    def seed_answer(self, value: Any) -> Any:
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        return value
+
+    def check_seed(self, fields: SeedFields) -> None:
+        super().check_seed(fields)
+        value = fields.answer.strip().lower()
+        if value in _YES:
+            fields.answer = "yes"
+        elif value in _NO:
+            fields.answer = "no"
+        else:
+            raise RowError("bad_label", "answer", f"'{fields.answer}' is not yes or no")
+
+    def check_answer(self, record: Record) -> Verdict:
+        if record.answer not in ("yes", "no"):
+            return drop("answer_not_yes_no", f"'{record.answer[:80]}'")
+        return KEEP
+
+    def answer_schema(self) -> dict[str, Any]:
+        return {"answer": {"type": "string", "enum": ["yes", "no"]}}
+
+
+FORMAT = YesNo()

@@ -1,0 +1,269 @@
+"""The executor contract: what the local, Slurm and planning executors share.
+
+An executor turns a list of stages into work on a run directory. Everything except *where*
+the work runs is here, written once:
+
+- `Engine.prepare` claims each stage folder (a changed stage config is refused), loads or
+  creates each source stage's shard plan, and counts every stage's shards;
+- `stage_run` is the only dispatch on stage shape: a `StageRun` per stage says which units
+  of work are pending and runs one of them (`execute`), or previews it in memory (`preview`);
+- `Engine.check_budget` is the budget gate before work that calls models;
+- every shard is committed by `shardrun.commit` (items, rejects, then the done marker).
+
+Units: a source or batch stage has one unit per shard; a frame stage needs the whole data
+set and is one unit (0) that writes all its shards, with Dask parallelism inside it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from taskseed.budget import SPEND_KEYS, BudgetConfig
+from taskseed.curation.errors import TaskseedError
+from taskseed.curation.files import write_json
+from taskseed.curation.stage import BatchStage, FrameStage, SourceStage, Stage, StageResult
+from taskseed.rundir import RunDir, StageDir
+from taskseed.shardrun import commit, marked_result, ready
+
+
+@dataclass
+class StageRun:
+    """One stage of a run: its folder, its input folder and how many shards it makes."""
+
+    index: int  # 1-based, as in stages/NN-name
+    stage: Stage
+    out: StageDir
+    src: StageDir | None
+    shards: int
+    whole_dataset: ClassVar[bool] = False
+
+    @property
+    def folder(self) -> str:
+        return self.out.path.name
+
+    def pending(self) -> list[int]:
+        """Shards without a done marker."""
+        return [i for i in range(self.shards) if not self.out.is_done(i)]
+
+    def units(self) -> list[int]:
+        """The units of work still to run."""
+        return self.pending()
+
+    def check_unit(self, unit: int) -> None:
+        """Raise a one-line error when `unit` is not a unit of this stage."""
+
+    def is_done(self, unit: int) -> bool:
+        return self.out.is_done(unit)
+
+    def execute(self, unit: int) -> dict[int, dict[str, Any]]:
+        """Run one unit in this process and commit it; the done markers by shard."""
+        raise NotImplementedError
+
+    def preview(self, items: list[Any] | None, shard: int) -> StageResult | None:
+        """This stage's result for one shard, in memory, touching no file (None: the stage
+        needs the whole data set)."""
+        return None
+
+    def finalize(self) -> None:
+        self.stage.finalize(self.out)
+
+    def markers(self) -> list[dict[str, Any]]:
+        return [self.out.read_marker(shard) for shard in self.out.done_shards()]
+
+
+@dataclass
+class SourceRun(StageRun):
+    stage: SourceStage
+    plan: list[Any] | None = None  # None: the plan file is missing and may not be created
+
+    def check_unit(self, unit: int) -> None:
+        if self.plan is None:
+            raise TaskseedError(f"{self.out.plan_path()} is missing: `taskseed submit` plans "
+                                "source shards")
+        if not 0 <= unit < len(self.plan):
+            raise TaskseedError(f"stage '{self.stage.name}' has {len(self.plan)} planned "
+                                f"shards, not {unit}")
+
+    def execute(self, unit: int) -> dict[int, dict[str, Any]]:
+        self.check_unit(unit)
+        assert self.plan is not None
+        start = time.perf_counter()
+        result = ready(self.stage).read(self.plan[unit])  # type: ignore[attr-defined]
+        inputs = len(result.items) + len(result.rejects)
+        seconds = time.perf_counter() - start
+        return {unit: commit(self.out, unit, result, self.stage.output_kind, inputs, seconds)}
+
+    def preview(self, items: list[Any] | None, shard: int) -> StageResult:
+        self.check_unit(shard)
+        assert self.plan is not None
+        return self.stage.read(self.plan[shard])
+
+
+@dataclass
+class BatchRun(StageRun):
+    stage: BatchStage
+    src: StageDir
+
+    def execute(self, unit: int) -> dict[int, dict[str, Any]]:
+        if not self.src.is_done(unit):
+            raise TaskseedError(f"stage '{self.stage.name}' shard {unit}: input "
+                                f"{self.src.done_path(unit)} is not done")
+        start = time.perf_counter()
+        batch = self.src.read_shard(unit, self.stage.input_kind)  # type: ignore[arg-type]
+        result = ready(self.stage).process(batch, unit)  # type: ignore[attr-defined]
+        seconds = time.perf_counter() - start
+        return {unit: commit(self.out, unit, result, self.stage.output_kind, len(batch),
+                             seconds)}
+
+    def preview(self, items: list[Any] | None, shard: int) -> StageResult:
+        return self.stage.process(items or [], shard)
+
+
+@dataclass
+class FrameRun(StageRun):
+    stage: FrameStage
+    src: StageDir
+    whole_dataset: ClassVar[bool] = True
+
+    def units(self) -> list[int]:
+        return [0] if self.pending() else []
+
+    def check_unit(self, unit: int) -> None:
+        if unit != 0:
+            raise TaskseedError(f"stage '{self.stage.name}' is a frame stage: run it as --shard 0")
+
+    def is_done(self, unit: int) -> bool:
+        return not self.pending()
+
+    def execute(self, unit: int = 0) -> dict[int, dict[str, Any]]:
+        """Every pending shard, computed by Dask: on the active distributed client when there
+        is one (the local executor's cluster), else on local threads (a Slurm task)."""
+        import dask
+
+        self.check_unit(unit)
+        pending, tasks = self.frame_tasks()
+        return dict(zip(pending, dask.compute(*tasks), strict=True))
+
+    def frame_tasks(self) -> tuple[list[int], list[Any]]:
+        """The pending output shards and a delayed commit of each."""
+        import dask
+
+        from taskseed.curation.frames import read_records
+
+        pending = self.pending()
+        if not pending:
+            return [], []
+        files = [self.src.shard_path(i) for i in self.src.done_shards()]
+        if not files:
+            raise TaskseedError(f"stage '{self.stage.name}' has no input shards in "
+                                f"{self.src.path}")
+        parts = self.stage.run(read_records(files), self.shards).to_delayed()
+        write = dask.delayed(_commit_partition)
+        return pending, [write(parts[i], self.stage.name, self.out, i) for i in pending]
+
+
+def _commit_partition(part: Any, stage_name: str, out: StageDir, shard: int) -> dict[str, Any]:
+    start = time.perf_counter()
+    result, rows = marked_result(stage_name, part)
+    from taskseed.curation.record import Record
+
+    return commit(out, shard, result, Record, rows, time.perf_counter() - start)
+
+
+def _add(spent: Counter[str], marker: Mapping[str, Any]) -> None:
+    for key in SPEND_KEYS:
+        spent[key] += marker["counters"].get(key, 0)
+
+
+PlanLoader = Callable[[SourceStage, StageDir], "list[Any] | None"]
+
+
+def stage_run(
+    index: int, stage: Stage, out: StageDir, previous: StageRun | None, load_plan: PlanLoader
+) -> StageRun:
+    """The `StageRun` for a stage's shape: the one place that dispatches on it."""
+    if isinstance(stage, SourceStage):
+        plan = load_plan(stage, out)
+        return SourceRun(index, stage, out, None, len(plan or []), plan)
+    if previous is None:
+        raise TaskseedError(f"stage '{stage.name}' needs an input stage")
+    if isinstance(stage, FrameStage):
+        return FrameRun(index, stage, out, previous.out, stage.shard_count())
+    if isinstance(stage, BatchStage):
+        return BatchRun(index, stage, out, previous.out, previous.shards)
+    raise TaskseedError(f"stage '{stage.name}' has no executable shape")
+
+
+@dataclass
+class Engine:
+    """A pipeline on a run directory, as every executor sees it."""
+
+    stages: list[Stage]
+    run_dir: RunDir
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    runs: list[StageRun] = field(default_factory=list)
+    _spent: Counter[str] | None = field(default=None, repr=False)
+
+    @classmethod
+    def at(cls, stages: list[Stage], path: Path, budget: BudgetConfig | None = None) -> Engine:
+        return cls(stages, RunDir(path), budget or BudgetConfig())
+
+    def prepare(self, *, write: bool = True, require_plans: bool = False) -> list[StageRun]:
+        """Claim every stage folder, load or create source plans and count shards.
+
+        `write=False` writes nothing (plans are computed in memory); `require_plans` never
+        creates a plan (a Slurm task must find the one `taskseed submit` wrote).
+        """
+        def load_plan(stage: SourceStage, out: StageDir) -> list[Any] | None:
+            return self._source_plan(stage, out, write, require_plans)
+
+        runs: list[StageRun] = []
+        for index, stage in enumerate(self.stages, start=1):
+            out = self.run_dir.stage(index, stage.name)
+            self.run_dir.claim_stage(out, stage.fingerprint(), stage.name, write)
+            runs.append(stage_run(index, stage, out, runs[-1] if runs else None, load_plan))
+        self.runs = runs
+        self._spent = None
+        return runs
+
+    @staticmethod
+    def _source_plan(
+        stage: SourceStage, out: StageDir, write: bool, require: bool
+    ) -> list[Any] | None:
+        path = out.plan_path()
+        if path.exists():
+            return json.loads(path.read_text())
+        if require:
+            return None
+        plan = stage.plan()
+        if write:
+            write_json(path, plan)
+        return plan
+
+    @property
+    def spent(self) -> Counter[str]:
+        """Model usage of the run directory so far: every committed shard counts."""
+        if self._spent is None:
+            spent: Counter[str] = Counter()
+            for run in self.runs:
+                if run.stage.calls_models:
+                    for marker in run.markers():
+                        _add(spent, marker)
+            self._spent = spent
+        return self._spent
+
+    def add_spend(self, marker: Mapping[str, Any]) -> None:
+        """Count the usage of a shard committed since the total was last read."""
+        if self._spent is not None:
+            _add(self._spent, marker)
+
+    def check_budget(self, run: StageRun) -> None:
+        """The budget gate: before work that calls models, stop at a reached cap."""
+        if run.stage.calls_models:
+            self.budget.check(self.spent)

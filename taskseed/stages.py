@@ -1,0 +1,58 @@
+"""The stages a pipeline config can name: the built-in ones, and those plugins register.
+
+Adding a stage is one module (a `Stage` subclass with a `name` and a `params_model`) and
+one line: its class in `BUILTIN` below, or `register_stage(MyStage)` in a plugin module
+that a pipeline config lists under `plugins:`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from taskseed.curation.dedup import ExactDedupStage
+from taskseed.curation.errors import TaskseedError
+from taskseed.curation.export import ExportStage
+from taskseed.curation.seeds import NormalizeStage, SeedStage
+from taskseed.curation.stage import Stage
+from taskseed.generation.enrich import EnrichStage
+from taskseed.generation.generate import GenerateStage
+from taskseed.judges.validity import ValidityStage
+
+BUILTIN: tuple[type[Stage], ...] = (
+    SeedStage,
+    NormalizeStage,
+    GenerateStage,
+    ValidityStage,
+    EnrichStage,
+    ExactDedupStage,
+    ExportStage,
+)
+
+_REGISTRY: dict[str, type[Stage]] = {cls.name: cls for cls in BUILTIN}
+
+
+def register_stage(cls: type[Stage]) -> type[Stage]:
+    """Make a stage class available to pipeline configs under its `name`."""
+    known = _REGISTRY.get(cls.name)
+    if known is not None and known is not cls:
+        raise TaskseedError(f"stage name '{cls.name}' is taken by {known.__module__}."
+                            f"{known.__qualname__}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def stage_class(name: str) -> type[Stage] | None:
+    return _REGISTRY.get(name)
+
+
+def stage_names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def load_plugins(modules: list[str]) -> None:
+    """Import plugin modules (they call `register_stage`)."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise TaskseedError(f"plugin '{name}' cannot be imported: {exc}") from None
