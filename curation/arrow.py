@@ -36,6 +36,8 @@ LINEAGE_TYPE = pa.struct(
         ("stage", pa.string()),
     ]
 )
+# Scores as a list of (name, value) pairs: `datasets`, pandas and cuDF all read it (no map type).
+SCORES_TYPE = pa.list_(pa.struct([("name", pa.string()), ("value", pa.float64())]))
 RECORD_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -55,7 +57,7 @@ RECORD_SCHEMA = pa.schema(
         ("license", pa.string()),
         ("commercial", pa.bool_()),
         ("lineage", LINEAGE_TYPE),
-        ("scores", pa.map_(pa.string(), pa.float64())),
+        ("scores", SCORES_TYPE),
     ]
 )
 RAW_SCHEMA = pa.schema([("task", pa.string()), ("source", SOURCE_TYPE), ("payload", pa.string())])
@@ -77,7 +79,7 @@ def to_table(items: list[Any], kind: type) -> pa.Table:
     rows = [item.to_dict() for item in items]
     if kind is Record:
         for row in rows:
-            row["scores"] = list(row["scores"].items())
+            row["scores"] = [{"name": k, "value": v} for k, v in row["scores"].items()]
     return pa.Table.from_pylist(rows, schema=_KINDS[kind])
 
 
@@ -86,7 +88,7 @@ def from_table(table: pa.Table, kind: type) -> list[Any]:
     rows = table.to_pylist()
     if kind is Record:
         for row in rows:
-            row["scores"] = dict(row["scores"] or [])
+            row["scores"] = {s["name"]: s["value"] for s in row["scores"] or []}
     return [kind.from_dict(row) for row in rows]
 
 
@@ -94,7 +96,11 @@ def write_parquet(path: Path, items: list[Any], kind: type) -> None:
     """Write items atomically: a torn file never has the final name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    pq.write_table(to_table(items, kind), tmp)
+    table = to_table(items, kind)
+    if table.num_rows:
+        pq.write_table(table, tmp)
+    else:  # no row group at all: readers such as `datasets` refuse an empty one
+        pq.ParquetWriter(tmp, table.schema).close()
     tmp.replace(path)
 
 

@@ -12,10 +12,15 @@ class ExactDedupParams(FrameParams):
     """`shards`: output shards (the key space is split among them)."""
 
 
+# Joins the normalized fields of a key; normalization turns every \x1f inside a field into a
+# space, so field boundaries cannot shift ("a b" + "c" and "a" + "b c" differ).
+FIELD_SEPARATOR = "\x1f"
+
+
 def dedup_keys(part: Any) -> Any:
-    """Hash of the normalized context, question and answer of each row."""
-    text = part["context"].fillna("") + " \x1f " + part["question"] + " \x1f " + part["answer"]
-    return hash_strings(normalized_text(text))
+    """64-bit hash of the normalized context, question and answer of each row."""
+    fields = [normalized_text(part[name]) for name in ("context", "question", "answer")]
+    return hash_strings(fields[0] + FIELD_SEPARATOR + fields[1] + FIELD_SEPARATOR + fields[2])
 
 
 def mark_duplicates(part: Any) -> Any:

@@ -71,7 +71,7 @@ def read_eval_split(target: EvalSplit, seeds_root: Path) -> StageResult:
             continue
         raw = RawRow(spec.name, source, json.dumps(row, ensure_ascii=False, default=str))
         try:
-            record = normalize_row(raw, spec, split.mapping)
+            record = normalize_row(raw, spec, split.mapping, held_out=True)
         except RowError as err:
             detail = f"{source.path} row {index}: {err}"
             result.drop(STAGE, raw, err.reason, detail)

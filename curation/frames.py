@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import xxhash
 from taskseed.curation.arrow import RECORD_SCHEMA
 from taskseed.curation.errors import TaskseedError
 
@@ -44,12 +45,10 @@ def normalized_text(series: Any) -> Any:
 
 
 def hash_strings(series: Any) -> Any:
-    """A 64-bit hash per string, on either backend."""
-    if hasattr(series, "hash_values"):  # cuDF
-        return series.hash_values()
-    import pandas as pd
-
-    return pd.util.hash_pandas_object(series, index=False)
+    """xxhash64 (seed 0) of each string's UTF-8 bytes: the same uint64 on either backend."""
+    if hasattr(series, "hash_values"):  # cuDF: one column hashed with XXHash_64{seed}
+        return series.hash_values(method="xxhash64", seed=0)
+    return series.map(lambda text: xxhash.xxh64_intdigest(text.encode("utf-8"))).astype("uint64")
 
 
 def to_arrow_records(frame: Any) -> pa.Table:

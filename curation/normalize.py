@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 from taskseed.curation.errors import RowError
 from taskseed.curation.formats import answer_format
-from taskseed.curation.formats.base import SeedFields
+from taskseed.curation.formats.base import SeedFields, check_distinct_choices
 from taskseed.curation.record import Format, RawRow, Record
 from taskseed.curation.taskspec import (
     AdaptersMapping,
@@ -24,6 +24,7 @@ from taskseed.curation.taskspec import (
     JinjaMapping,
     Mapping,
     TaskSpec,
+    is_commercial,
 )
 
 _PATH_PART = re.compile(r"([^.\[\]]+)|\[(\*|\d+)\]")
@@ -361,13 +362,26 @@ def extract_fields(row: Any, mapping: Mapping, fmt: Format) -> SeedFields:
     return fields
 
 
-def normalize_row(raw: RawRow, spec: TaskSpec, mapping: Mapping) -> Record:
-    """Build a record from one raw row, or raise RowError naming the field."""
+def normalize_row(
+    raw: RawRow, spec: TaskSpec, mapping: Mapping, *, held_out: bool = False
+) -> Record:
+    """Build a record from one raw row, or raise RowError naming the field.
+
+    A seed whose options repeat is refused; a held-out eval item is kept as it is (it is a
+    decontamination target, and every one of them counts).
+    """
     try:
         row = json.loads(raw.payload)
     except json.JSONDecodeError as exc:
         raise RowError("invalid_json", "row", exc.msg) from None
     fields = extract_fields(row, mapping, spec.format)
+    if not held_out:
+        check_distinct_choices(fields)
+    license_id, commercial = spec.license, bool(spec.commercial)
+    if mapping.license is not None:
+        row_license = _text(_opt(row, mapping.license), mapping.license, required=False)
+        if row_license:
+            license_id, commercial = row_license, is_commercial(row_license)
     return Record(
         task=spec.name,
         family=spec.family,
@@ -380,8 +394,8 @@ def normalize_row(raw: RawRow, spec: TaskSpec, mapping: Mapping) -> Record:
         reasoning=fields.reasoning,
         knowledge=fields.knowledge,
         tests=fields.tests,
-        license=spec.license,
-        commercial=bool(spec.commercial),
+        license=license_id,
+        commercial=commercial,
         source=raw.source,
     )
 

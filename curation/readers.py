@@ -10,19 +10,71 @@ from __future__ import annotations
 import ast
 import csv
 import glob
+import gzip
 import io
 import json
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from taskseed.curation.errors import RowError, TaskseedError
 from taskseed.curation.normalize import get_path, import_function
 from taskseed.curation.taskspec import HubSource, Mapping, RowFilter, SplitSpec
 
 MAX_ROW_BYTES = 1_000_000
+PARQUET_BATCH_ROWS = 4096
+BOM = b"\xef\xbb\xbf"
+COMPRESSED = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+READERS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv",
+           ".tsv": "tsv", ".parquet": "parquet"}
 
 Row = dict[str, Any] | RowError
+
+
+@contextmanager
+def open_seed_file(path: Path) -> Iterator[IO[bytes]]:
+    """A seed file as a binary stream, decompressed when it ends in .gz or .zst."""
+    try:
+        raw = path.open("rb")
+    except FileNotFoundError:
+        raise TaskseedError(f"{path}: seed file not found") from None
+    except IsADirectoryError:
+        raise TaskseedError(f"{path}: is a directory, not a seed file") from None
+    except OSError as exc:
+        raise TaskseedError(f"{path}: cannot read: {exc.strerror}") from None
+    with raw:
+        codec = COMPRESSED.get(path.suffix.lower())
+        if codec == "gzip":
+            with gzip.GzipFile(fileobj=raw) as stream:
+                yield stream
+        elif codec == "zstd":
+            import zstandard
+
+            with zstandard.ZstdDecompressor().stream_reader(raw) as stream:
+                yield io.BufferedReader(stream)  # line iteration and seekless reads
+        else:
+            yield raw
+
+
+def reader_kind(path: Path) -> str:
+    """The reader a file's suffix names (`train.jsonl.gz` -> jsonl), or ''."""
+    name = path.name.lower()
+    for suffix in COMPRESSED:
+        name = name.removesuffix(suffix)
+    return READERS.get(Path(name).suffix, "")
+
+
+def _stream_errors(path: Path, rows: Iterator[Row]) -> Iterator[Row]:
+    """Rows up to a broken stream (a truncated or corrupt file), then one RowError."""
+    try:
+        yield from rows
+    except TaskseedError:
+        raise
+    except (OSError, EOFError, ValueError) as exc:
+        yield RowError("unreadable", "file", f"{path.name} breaks off: {exc}")
+    except Exception as exc:  # noqa: BLE001 - decompressors raise their own error types
+        yield RowError("unreadable", "file", f"{path.name} breaks off: {type(exc).__name__}")
 
 
 def _decode(line: bytes) -> Row:
@@ -41,29 +93,23 @@ def _decode(line: bytes) -> Row:
     return value
 
 
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise TaskseedError(f"{path}: seed file not found") from None
-    except IsADirectoryError:
-        raise TaskseedError(f"{path}: is a directory, not a seed file") from None
-    except OSError as exc:
-        raise TaskseedError(f"{path}: cannot read: {exc.strerror}") from None
-
-
 def iter_jsonl(path: Path) -> Iterator[Row]:
-    """Rows of a JSON-lines file; a bad line becomes a RowError, the rest still load."""
-    for line in _read_bytes(path).split(b"\n"):
-        if line.strip():
-            yield _decode(line.rstrip(b"\r"))
+    """Rows of a JSON-lines file, streamed; a bad line becomes a RowError, the rest still load."""
+    with open_seed_file(path) as stream:
+        first = True
+        for line in stream:
+            if first:
+                line, first = line.removeprefix(BOM), False
+            if line.strip():
+                yield _decode(line.rstrip(b"\r\n"))
 
 
 def iter_json_array(path: Path) -> Iterator[Row]:
-    """Rows of a file holding one JSON array of objects."""
-    raw = _read_bytes(path)
+    """Rows of a file holding one JSON array of objects (read whole: JSON arrays are)."""
+    with open_seed_file(path) as stream:
+        raw = stream.read()
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = json.loads(raw.removeprefix(BOM).decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise TaskseedError(f"{path}: invalid UTF-8 at byte {exc.start}") from None
     except json.JSONDecodeError as exc:
@@ -88,46 +134,65 @@ def _utf8_error(values: Iterable[str]) -> RowError | None:
     return None
 
 
-def iter_csv(path: Path) -> Iterator[Row]:
-    """Rows of a CSV file with a header row; a row with the wrong column count is a RowError."""
-    text = _read_bytes(path).decode("utf-8", errors="surrogateescape")
-    reader = csv.reader(io.StringIO(text, newline=""))
+def _text_stream(stream: IO[bytes]) -> io.TextIOWrapper:
+    return io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+def iter_csv(path: Path, delimiter: str = ",") -> Iterator[Row]:
+    """Rows of a delimited file with a header row, streamed; a row with the wrong column
+    count is a RowError."""
     csv.field_size_limit(max(csv.field_size_limit(), MAX_ROW_BYTES + 1))
-    try:
-        header = next(reader)
-    except StopIteration:
-        return
-    while True:
+    with open_seed_file(path) as stream:
+        reader = csv.reader(_text_stream(stream), delimiter=delimiter)
         try:
-            cells = next(reader)
+            header = next(reader)
         except StopIteration:
             return
-        except csv.Error as exc:
-            yield RowError("invalid_csv", "row", str(exc))
-            continue
-        if not any(c.strip() for c in cells):
-            continue
-        if sum(len(c) for c in cells) > MAX_ROW_BYTES:
-            yield RowError("oversized", "row", f"row over the {MAX_ROW_BYTES} byte limit")
-        elif len(cells) != len(header):
-            yield RowError(
-                "wrong_type", "row", f"{len(cells)} columns, the header has {len(header)}"
-            )
-        else:
-            yield _utf8_error(cells) or dict(zip(header, cells, strict=True))
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield RowError("invalid_csv", "row", str(exc))
+                continue
+            if not any(c.strip() for c in cells):
+                continue
+            if sum(len(c) for c in cells) > MAX_ROW_BYTES:
+                yield RowError("oversized", "row", f"row over the {MAX_ROW_BYTES} byte limit")
+            elif len(cells) != len(header):
+                yield RowError(
+                    "wrong_type", "row", f"{len(cells)} columns, the header has {len(header)}"
+                )
+            else:
+                yield _utf8_error(cells) or dict(zip(header, cells, strict=True))
+
+
+def iter_parquet(path: Path) -> Iterator[Row]:
+    """Rows of a Parquet file (the hub's export format), streamed by record batch."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with open_seed_file(path) as stream:
+        try:
+            parquet = pq.ParquetFile(stream)
+        except (pa.ArrowException, OSError) as exc:
+            raise TaskseedError(f"{path}: not a Parquet file: {exc}") from None
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            yield from batch.to_pylist()
 
 
 def iter_blocks(path: Path, lines: list[str]) -> Iterator[Row]:
     """Rows of a text file of blank-line separated blocks, one named field per line."""
-    text = _read_bytes(path).decode("utf-8", errors="surrogateescape").replace("\r\n", "\n")
-    block: list[str] = []
-    for line in [*text.split("\n"), ""]:
-        if line.strip():
-            block.append(line.strip())
-            continue
-        if block:
-            yield _block_row(block, lines)
-            block = []
+    with open_seed_file(path) as stream:
+        block: list[str] = []
+        for line in [*_text_stream(stream), ""]:
+            if line.strip():
+                block.append(line.strip())
+                continue
+            if block:
+                yield _block_row(block, lines)
+                block = []
 
 
 def _block_row(block: list[str], names: list[str]) -> Row:
@@ -148,7 +213,8 @@ def _block_row(block: list[str], names: list[str]) -> Row:
 
 def iter_labels(path: Path) -> list[str]:
     """The lines of a line-aligned label file (`*.lst`), blank trailing lines dropped."""
-    text = _read_bytes(path).decode("utf-8", errors="replace")
+    with open_seed_file(path) as stream:
+        text = stream.read().removeprefix(BOM).decode("utf-8", errors="replace")
     labels = text.replace("\r\n", "\n").split("\n")
     while labels and not labels[-1].strip():
         labels.pop()
@@ -159,16 +225,21 @@ def iter_file(path: Path, split: SplitSpec | None = None) -> Iterator[Row]:
     """Rows of one seed file, in the format named by the split's `reader` or the suffix."""
     kind = split.reader if split is not None else "auto"
     if kind == "auto":
-        kind = {".jsonl": "jsonl", ".json": "json", ".csv": "csv"}.get(path.suffix, "")
+        kind = reader_kind(path)
     if kind == "jsonl":
-        return iter_jsonl(path)
-    if kind == "json":
-        return iter_json_array(path)
-    if kind == "csv":
-        return iter_csv(path)
-    if kind == "blocks" and split is not None:
-        return iter_blocks(path, split.block_lines)
-    raise TaskseedError(f"{path}: unsupported seed file type '{path.suffix}'")
+        rows = iter_jsonl(path)
+    elif kind == "json":
+        rows = iter_json_array(path)
+    elif kind in ("csv", "tsv"):
+        default = "\t" if kind == "tsv" else ","
+        rows = iter_csv(path, (split.delimiter if split else None) or default)
+    elif kind == "parquet":
+        rows = iter_parquet(path)
+    elif kind == "blocks" and split is not None:
+        rows = iter_blocks(path, split.block_lines)
+    else:
+        raise TaskseedError(f"{path}: unsupported seed file type '{path.suffix}'")
+    return _stream_errors(path, rows)
 
 
 def iter_hub(hub: HubSource) -> Iterator[Row]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,15 @@ def _specs_hash(specs: dict[str, TaskSpec]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+@dataclass
+class _Cursor:
+    """Where a process is in one task's stream of training rows."""
+
+    task: str
+    rows: Iterator[tuple[str, int, Any]]
+    position: int = 0
+
+
 class SeedStage(SourceStage[SeedParams]):
     """Reads the training split of every task; held-out splits are never read here."""
 
@@ -45,7 +56,7 @@ class SeedStage(SourceStage[SeedParams]):
         super().__init__(params)
         self.specs = specs
         self.seeds_root = seeds_root
-        self._cache: tuple[str, list] | None = None
+        self._cursor: _Cursor | None = None
 
     @classmethod
     def build(cls, params: SeedParams, context: BuildContext) -> SeedStage:
@@ -54,25 +65,40 @@ class SeedStage(SourceStage[SeedParams]):
     def fingerprint(self) -> str:
         return super().fingerprint() + _specs_hash(self.specs)
 
-    def _rows(self, spec: TaskSpec) -> list[tuple[str, int, Any]]:
-        """The task's training rows, read once per process and task (shards slice them)."""
-        if self._cache and self._cache[0] == spec.name:
-            return self._cache[1]
+    def _stream(self, spec: TaskSpec) -> Iterator[tuple[str, int, Any]]:
         assert spec.train is not None
-        rows = list(islice(iter_split(spec.train, self.seeds_root), self.params.max_per_task))
-        self._cache = (spec.name, rows)
-        return rows
+        return islice(iter_split(spec.train, self.seeds_root), self.params.max_per_task)
+
+    def _rows(self, spec: TaskSpec, start: int, stop: int) -> Iterator[tuple[str, int, Any]]:
+        """Rows [start, stop) of the task's training split, streamed.
+
+        A process keeps its place in the split: shards asked for in increasing order (as
+        executors hand them out) read each file once, whatever the file's size.
+        """
+        cursor = self._cursor
+        if cursor is None or cursor.task != spec.name or cursor.position > start:
+            cursor = self._cursor = _Cursor(spec.name, self._stream(spec))
+        try:
+            for _ in islice(cursor.rows, start - cursor.position):
+                cursor.position += 1
+            for row in islice(cursor.rows, stop - start):
+                cursor.position += 1
+                yield row
+        except BaseException:
+            self._cursor = None  # a broken stream is never continued
+            raise
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_cache": None}
+        return {**self.__dict__, "_cursor": None}
 
     def plan(self) -> list[dict[str, Any]]:
+        """Shards of `rows_per_shard` rows per task; the splits are counted, not kept."""
         shards = []
         size = self.params.rows_per_shard
         for name, spec in sorted(self.specs.items()):
             if spec.train is None:
                 continue
-            total = len(self._rows(spec))
+            total = sum(1 for _ in self._stream(spec))
             for start in range(0, total, size):
                 shards.append({"task": name, "start": start, "stop": min(start + size, total)})
         return shards
@@ -81,7 +107,7 @@ class SeedStage(SourceStage[SeedParams]):
         spec = self.specs[shard["task"]]
         assert spec.train is not None
         result = StageResult()
-        for path, index, row in self._rows(spec)[shard["start"] : shard["stop"]]:
+        for path, index, row in self._rows(spec, shard["start"], shard["stop"]):
             source = Source(
                 dataset=spec.source.dataset,
                 config=spec.source.config,

@@ -116,6 +116,10 @@ class Stage(Generic[P]):
         blob = json.dumps([self.name, data], sort_keys=True).encode()
         return xxhash.xxh3_64_hexdigest(blob)
 
+    def check_ready(self) -> None:
+        """Fail with a one-line error when the stage cannot work (e.g. its server is down);
+        called once before a run gives the stage work."""
+
     def setup(self) -> None:
         """Acquire per-process resources (models, clients) once before processing."""
 

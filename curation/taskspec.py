@@ -61,11 +61,14 @@ class RowSteps(Strict):
     - `where`: keeps only the rows of this split when one file holds several splits.
     - `process_docs`: `module.attr` of a function applied to a hub split (a `datasets`
       Dataset) before its rows are read, as lm-eval's `process_docs`.
+    - `license`: the path of a row field holding that row's license, for sources whose
+      rows carry different licenses (rows without one have the task's license).
     """
 
     explode: list[str] = Field(default_factory=list)
     where: RowFilter | None = None
     process_docs: str | None = None
+    license: str | None = None
 
 
 class FieldsMapping(RowSteps):
@@ -158,8 +161,9 @@ class SplitSpec(Strict):
     `files` are relative to the seeds root and may be glob patterns (`mmlu/test/*.csv`).
     `label_files`, when given, are line-aligned label files (`*.lst`), one per file:
     line N of a label file becomes the field `label_field` of row N of its file.
-    `reader` picks the file format (`auto`: by suffix: .jsonl, .json, .csv); `blocks`
-    reads blank-line separated text blocks whose lines are named by `block_lines`
+    `reader` picks the file format (`auto`: by suffix: .jsonl/.ndjson, .json, .csv, .tsv,
+    .parquet, each also as .gz or .zst); `delimiter` sets a csv file's separator (e.g. `|`);
+    `blocks` reads blank-line separated text blocks whose lines are named by `block_lines`
     (a name given several times collects those lines into a list).
     """
 
@@ -167,7 +171,8 @@ class SplitSpec(Strict):
     files: list[str] = Field(default_factory=list)
     label_files: list[str] = Field(default_factory=list)
     label_field: str = "label"
-    reader: Literal["auto", "jsonl", "json", "csv", "blocks"] = "auto"
+    reader: Literal["auto", "jsonl", "json", "csv", "tsv", "parquet", "blocks"] = "auto"
+    delimiter: str | None = Field(None, min_length=1, max_length=1)
     block_lines: list[str] = Field(default_factory=list)
     hub: HubSource | None = None
     mapping: Mapping = Field(default_factory=FieldsMapping)
@@ -271,13 +276,32 @@ class TaskSpec(Strict):
 
 
 def _disjoint(a: Mapping, b: Mapping) -> bool:
-    """Whether two mappings' `where` ranges over the same field cannot both keep a row."""
+    """Whether two mappings' `where` filters on the same field can never keep the same row:
+    disjoint value lists, disjoint ranges, or values that all lie outside the other's range."""
     fa, fb = a.where, b.where
-    if fa is None or fb is None or fa.field != fb.field or fa.values or fb.values:
+    if fa is None or fb is None or fa.field != fb.field:
         return False
-    lo_a, hi_a = fa.min if fa.min is not None else -inf, fa.max if fa.max is not None else inf
-    lo_b, hi_b = fb.min if fb.min is not None else -inf, fb.max if fb.max is not None else inf
-    return hi_a < lo_b or hi_b < lo_a
+    if fa.values is not None and fb.values is not None:
+        return not {str(v) for v in fa.values} & {str(v) for v in fb.values}
+    if fa.values is not None or fb.values is not None:
+        listed, ranged = (fa, fb) if fa.values is not None else (fb, fa)
+        return not any(_in_range(v, ranged) for v in listed.values or [])
+    return _bounds(fa)[1] < _bounds(fb)[0] or _bounds(fb)[1] < _bounds(fa)[0]
+
+
+def _bounds(where: RowFilter) -> tuple[float, float]:
+    return (where.min if where.min is not None else -inf,
+            where.max if where.max is not None else inf)
+
+
+def _in_range(value: str | int, where: RowFilter) -> bool:
+    """Whether a listed value could pass a range filter (non-numbers never do)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return False
+    lo, hi = _bounds(where)
+    return lo <= number <= hi
 
 
 HELD_OUT_SPLIT_NAMES = frozenset({"test", "validation", "valid", "val", "dev", "eval"})

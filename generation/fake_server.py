@@ -35,13 +35,15 @@ class Fault:
 
     `kind` is one of FAULT_KINDS or any HTTP status code as a string (e.g. "400", "503").
     In a `faults` list it applies to `times` consecutive requests. `retry_after` (seconds)
-    adds a Retry-After header to status faults; `delay_s` is the extra delay of `slow`.
+    adds a Retry-After header to status faults; `delay_s` is the extra delay of `slow`;
+    `message` is the error message of a status fault.
     """
 
     kind: str
     times: int = 1
     retry_after: float | None = None
     delay_s: float = 5.0
+    message: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS and not self.kind.isdigit():
@@ -261,7 +263,7 @@ class FakeOpenAIServer:
             headers = {}
             if fault.retry_after is not None:
                 headers["Retry-After"] = f"{fault.retry_after:g}"
-            return _error(int(kind), f"injected {kind}", headers)
+            return _error(int(kind), fault.message or f"injected {kind}", headers)
         if kind == "slow":
             await asyncio.sleep(fault.delay_s)  # type: ignore[union-attr]
         if kind == "drop":
@@ -305,11 +307,16 @@ class FakeOpenAIServer:
 
 
 def _requested_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The schema a request asks its reply to follow, in any structured-output mode."""
     fmt = body.get("response_format")
+    schema = None
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
         schema = (fmt.get("json_schema") or {}).get("schema")
-        return schema if isinstance(schema, dict) else None
-    return None
+    elif isinstance(fmt, dict) and fmt.get("type") == "json_object":
+        schema = fmt.get("schema")
+    elif "guided_json" in body:
+        schema = body["guided_json"]
+    return schema if isinstance(schema, dict) else None
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:

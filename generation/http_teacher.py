@@ -8,18 +8,29 @@ per attempt and a single retry layer (see `generation.retry`).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import aiohttp
 import orjson
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
+from taskseed.curation.errors import TaskseedError
 from taskseed.generation.replies import schema_error
-from taskseed.generation.retry import Failure, backoff_delay, is_retryable_status, parse_retry_after
+from taskseed.generation.retry import (
+    Failure,
+    backoff_delay,
+    error_message,
+    is_rejected_request,
+    is_retryable_status,
+    parse_retry_after,
+)
 from taskseed.generation.teacher import (
     TRANSPORT,
     BackendConfig,
@@ -48,6 +59,33 @@ class _LoopState:
 
 OnResponse = Callable[[int, TeacherResponse], None]
 
+# How a request asks for JSON that follows its schema: `json_schema` (OpenAI, vLLM, SGLang,
+# trtllm-serve, llama.cpp's llama-server), `json_object` with a `schema` (llama-cpp-python's
+# server), `guided_json` (older vLLM), or `none` (the schema in the prompt, then parsed).
+StructuredOutput = Literal["json_schema", "json_object", "guided_json", "none"]
+
+
+def structured_mode(value: Any) -> Any:
+    """A structured-output mode; `true`/`false` mean `json_schema`/`none`."""
+    if isinstance(value, bool):
+        return "json_schema" if value else "none"
+    return value
+
+
+def with_schema_in_prompt(
+    messages: list[dict[str, str]], schema: dict[str, Any]
+) -> list[dict[str, str]]:
+    """The messages with the reply's JSON schema spelled out in the last one."""
+    note = ("\n\nReply with one JSON object, and nothing else, that follows this JSON schema:\n"
+            + json.dumps(schema, ensure_ascii=False))
+    last = {**messages[-1], "content": messages[-1]["content"] + note}
+    return [*messages[:-1], last]
+
+
+def auth_headers(api_key_env: str) -> dict[str, str]:
+    key = os.environ.get(api_key_env)
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
 
 class OpenAIConfig(BackendConfig):
     """Any OpenAI-compatible server (`backend: openai`): trtllm-serve, vLLM, NIM, OpenAI.
@@ -59,11 +97,36 @@ class OpenAIConfig(BackendConfig):
     backend: Literal["openai"] = "openai"
     base_url: str
     model: str
-    structured_output: bool = True
+    structured_output: StructuredOutput = "json_schema"
     api_key_env: Annotated[str, TRANSPORT] = "OPENAI_API_KEY"
     max_concurrency: Annotated[int, TRANSPORT] = Field(256, ge=1)
     timeout_s: Annotated[float, TRANSPORT] = Field(120.0, gt=0)
     max_retries: Annotated[int, TRANSPORT] = Field(4, ge=1)
+
+    @field_validator("structured_output", mode="before")
+    @classmethod
+    def _from_bool(cls, value: Any) -> Any:
+        return structured_mode(value)
+
+    def describe(self) -> str:
+        return f"{self.base_url} (model {self.model})"
+
+    def probe(self) -> None:
+        """`GET /models` once: a server that cannot be reached fails the run in one line."""
+        url = f"{self.base_url.rstrip('/')}/models"
+        request = urllib.request.Request(url, headers=auth_headers(self.api_key_env))
+        try:
+            with urllib.request.urlopen(request, timeout=min(self.timeout_s, 10.0)):
+                return
+        except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403):
+                message = error_message(exc.read())
+                raise TaskseedError(f"teacher server {self.base_url} refused the API key in "
+                                    f"${self.api_key_env}: HTTP {exc.code}: {message}") from None
+            return  # reachable; not every server lists its models
+        except (urllib.error.URLError, OSError) as exc:
+            cause = getattr(exc, "reason", exc)
+            raise TaskseedError(f"teacher server {self.base_url} is unreachable: {cause}") from None
 
     def build(self) -> OpenAITeacher:
         return OpenAITeacher(
@@ -98,7 +161,7 @@ class OpenAITeacher:
         max_retries: int = 4,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30,
-        structured_output: bool = True,
+        structured_output: bool | StructuredOutput = "json_schema",
         retry_invalid_output: bool = True,
     ) -> None:
         if max_concurrency < 1:
@@ -115,7 +178,7 @@ class OpenAITeacher:
         self.max_retries = max_retries
         self.backoff_base_s = float(backoff_base_s)
         self.backoff_max_s = float(backoff_max_s)
-        self.structured_output = structured_output
+        self.structured_output = structured_mode(structured_output)
         self.retry_invalid_output = retry_invalid_output
         self._url = f"{self.base_url}/chat/completions"
         self._key = SecretStr(os.environ.get(api_key_env) or "")
@@ -255,11 +318,20 @@ class OpenAITeacher:
         }
         if sampling.seed is not None:
             body["seed"] = sampling.seed
-        if request.json_schema is not None and self.structured_output:
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "record", "schema": request.json_schema, "strict": True},
-            }
+        schema = request.json_schema
+        if schema is not None:
+            mode = self.structured_output
+            if mode == "json_schema":
+                body["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": "record", "schema": schema, "strict": True},
+                }
+            elif mode == "json_object":
+                body["response_format"] = {"type": "json_object", "schema": schema}
+            elif mode == "guided_json":
+                body["guided_json"] = schema
+            else:
+                body["messages"] = with_schema_in_prompt(request.messages, schema)
         return orjson.dumps(body)
 
     async def _run(self, state: _LoopState, request: TeacherRequest) -> TeacherResponse:
@@ -277,10 +349,11 @@ class OpenAITeacher:
             attempt += 1
             if not outcome.retryable or attempt >= self.max_retries:
                 self.failures += 1
-                log.warning("teacher request failed after %d attempt(s): %s",
-                            attempt, outcome.reason)
+                log.warning("teacher request failed after %d attempt(s): %s %s",
+                            attempt, outcome.reason, outcome.detail)
                 return TeacherResponse(text=outcome.text, finish_reason=outcome.finish_reason,
-                                       error=outcome.reason)
+                                       error=outcome.reason, detail=outcome.detail,
+                                       fatal=outcome.fatal)
             self.retries += 1
             delay = backoff_delay(attempt - 1, self.backoff_base_s, self.backoff_max_s,
                                   outcome.retry_after)
@@ -302,8 +375,10 @@ class OpenAITeacher:
         except aiohttp.ClientError:
             return Failure("connection")
         if status != 200:
-            return Failure(f"http_{status}", is_retryable_status(status),
-                           parse_retry_after(retry_after))
+            message = error_message(raw)
+            retryable = is_retryable_status(status) and not is_rejected_request(status, message)
+            return Failure(f"http_{status}", retryable, parse_retry_after(retry_after),
+                           detail=message)
         try:
             payload = orjson.loads(raw)
             choice = payload["choices"][0]
@@ -313,21 +388,21 @@ class OpenAITeacher:
             prompt_tokens = int(usage.get("prompt_tokens") or 0)
             completion_tokens = int(usage.get("completion_tokens") or 0)
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            return Failure("bad_response")
+            return Failure("bad_response", detail=error_message(raw, 200), fatal=False)
         self.prompt_tokens += prompt_tokens
         self.completion_tokens += completion_tokens
         if finish == "length":
             return Failure("truncated", self.retry_invalid_output, text=text,
-                           finish_reason="length")
+                           finish_reason="length", fatal=False)
         if schema is not None:
             text = _strip_fences(text)
             try:
                 value = orjson.loads(text)
             except ValueError:
                 return Failure("invalid_json", self.retry_invalid_output, text=text,
-                               finish_reason=finish)
+                               finish_reason=finish, fatal=False)
             if schema_error(value, schema) is not None:
                 return Failure("schema_mismatch", self.retry_invalid_output, text=text,
-                               finish_reason=finish)
+                               finish_reason=finish, fatal=False)
         return TeacherResponse(text=text, finish_reason=finish,
                                usage=Usage(prompt_tokens, completion_tokens))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import email.utils
+import json
 import random
+import re
 import time
 from dataclasses import dataclass
 
@@ -20,6 +22,8 @@ class Failure:
     retry_after: float | None = None
     text: str = ""
     finish_reason: str = "error"
+    detail: str = ""  # the server's message
+    fatal: bool = True  # says nothing about the request's content (see TeacherResponse)
 
 
 def is_retryable_status(status: int) -> bool:
@@ -64,3 +68,32 @@ def backoff_delay(
         return retry_after + rng.uniform(0.0, min(base_s, max_s))
     ceiling = min(max_s, base_s * (2.0 ** min(attempt, 62)))
     return rng.uniform(0.0, ceiling)
+
+
+_INVALID_REQUEST = re.compile(r"validation error|input should be|unprocessable|invalid request",
+                              re.IGNORECASE)
+
+
+def is_rejected_request(status: int, message: str) -> bool:
+    """Whether the server refused the request itself, so that sending it again cannot help:
+    a 4xx other than 408/409/429, or a 5xx whose message is a request validation error
+    (llama-cpp-python's server answers an unsupported `response_format` with HTTP 500)."""
+    if 400 <= status <= 499:
+        return not is_retryable_status(status)
+    return bool(_INVALID_REQUEST.search(message))
+
+
+def error_message(body: bytes, limit: int = 300) -> str:
+    """The server's message from an error body (`{"error": {"message": ...}}`, `{"detail":
+    ...}` or plain text), on one line."""
+    text = body.decode("utf-8", errors="replace")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        inner = data.get("error", data)
+        if isinstance(inner, dict):
+            inner = inner.get("message") or inner.get("detail") or inner
+        text = inner if isinstance(inner, str) else json.dumps(inner)
+    return " ".join(text.split())[:limit]

@@ -39,12 +39,20 @@ class TeacherRequest:
 
 @dataclass(slots=True)
 class TeacherResponse:
-    """A completed request; `error` is set when it failed after all retries."""
+    """A completed request; `error` is set when it failed after all retries.
+
+    `detail` is the server's own message, when it sent one. `fatal` marks a failure that
+    says nothing about the request's content (the server was unreachable, timed out,
+    overloaded, or rejected the request itself): the work is not done and must not be
+    recorded as a failed example.
+    """
 
     text: str = ""
     finish_reason: str = "stop"
     usage: Usage = field(default_factory=Usage)
     error: str | None = None
+    detail: str = ""
+    fatal: bool = False
 
     @property
     def ok(self) -> bool:
@@ -98,3 +106,10 @@ class BackendConfig(BaseModel):
     def build(self) -> Teacher:
         """The backend itself; GPU libraries are imported only here."""
         raise NotImplementedError
+
+    def describe(self) -> str:
+        """Where requests go, for messages."""
+        return self.backend
+
+    def probe(self) -> None:
+        """Fail with a one-line error when the backend cannot be reached (before work)."""

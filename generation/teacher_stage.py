@@ -6,6 +6,9 @@
   a request the backend could not answer (after its own transport retries) is final.
 - The fingerprint covers the parameters, the model identity, the system prompt and every
   template the stage renders, so a changed prompt is a different stage.
+- A request the teacher could not answer at all (unreachable, timed out, overloaded, or
+  the request refused) stops the shard uncommitted with a one-line error carrying the
+  server's message; replies already received are cached, so a rerun resumes.
 - `finalize` lists what still failed in `failures.jsonl` and enforces `min_coverage`.
 """
 
@@ -41,7 +44,7 @@ class TeacherParams(StageParams):
     max_tokens: int = Field(384, ge=16)
     batch_size: int = Field(256, ge=1)
     max_attempts: int = Field(2, ge=1, le=10)
-    min_coverage: float = Field(0.0, ge=0, le=1)
+    min_coverage: float = Field(0.5, ge=0, le=1)
 
 
 TP = TypeVar("TP", bound=TeacherParams)
@@ -93,6 +96,10 @@ def reseeded(request: TeacherRequest, attempt: int) -> TeacherRequest:
     return replace(request, sampling=sampling)
 
 
+class TeacherUnavailable(TaskseedError):
+    """The teacher gave no answer to some requests: the shard is not done; rerun to resume."""
+
+
 class TeacherStage(BatchStage[TP]):
     """A batch stage that asks a model; subclasses plan asks and parse replies."""
 
@@ -114,6 +121,9 @@ class TeacherStage(BatchStage[TP]):
         identity = json.dumps(self.teacher_cfg.identity(), sort_keys=True)
         prompts = prompts_hash(self.system_prompt, self.templates)
         return super().fingerprint() + xxhash.xxh3_64_hexdigest(identity.encode()) + prompts
+
+    def check_ready(self) -> None:
+        self.teacher_cfg.probe()
 
     def setup(self) -> None:
         if self._teacher is None:
@@ -165,7 +175,17 @@ class TeacherStage(BatchStage[TP]):
         for start in range(0, len(requests), size):
             out.extend(teacher.generate(requests[start : start + size]))
         counters.update({k: v - before[k] for k, v in teacher.usage().items()})
+        unanswered = [r for r in out if r.fatal]
+        if unanswered:
+            raise TeacherUnavailable(self._unanswered(unanswered, len(out), shard))
         return out
+
+    def _unanswered(self, failed: list[TeacherResponse], total: int, shard: int) -> str:
+        first = failed[0]
+        said = f": {first.detail}" if first.detail else ""
+        return (f"stage '{self.name}' shard {shard}: {len(failed)} of {total} requests got no "
+                f"answer from the teacher {self.teacher_cfg.describe()}: {first.error}{said}; "
+                "replies already received are kept, so rerunning the same command resumes")
 
     def ask_all(self, asks: list[Ask[C]], shard: int, counters: Counter[str]) -> list[Answer[C]]:
         """Ask, parse, and ask again with a new seed while replies are unusable."""

@@ -1,19 +1,26 @@
 """A teacher on TensorRT-LLM's LLM API in this process, for GPU nodes.
 
-Chat messages are rendered with the model's own chat template, every request carries its
-own `SamplingParams` (seed, temperature, top_p, max_tokens and, when the request has a JSON
-schema, `GuidedDecodingParams(json=schema)` decoded by xgrammar), and one batch goes to
-`LLM.generate` at a time so the runtime schedules it in flight.
+Since TensorRT-LLM 1.0, `tensorrt_llm.LLM` is the PyTorch backend: `model` is a Hugging
+Face checkpoint (a hub name or a local directory), not an engine directory. Chat messages
+are rendered with the model's own chat template; every request carries its own
+`SamplingParams` (seed, temperature, top_p, max_tokens and, when the request has a JSON
+schema, `GuidedDecodingParams(json=schema)` decoded by xgrammar). Each prompt is submitted
+on its own with `LLM.generate_async` so the runtime schedules them in flight, and each
+result is collected from its own future: one bad prompt fails alone.
+
+With one GPU the LLM API would spawn an MPI worker process; inside Dask and Slurm workers
+the teacher runs in the worker itself (`TLLM_WORKER_USE_SINGLE_PROCESS=1`).
 
 `tensorrt_llm` is imported only when a teacher is built; the pure helpers below (sampling
-arguments, output mapping, batch fallback) work without it.
+arguments, output mapping, per-future collection) work without it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import Field
@@ -24,8 +31,10 @@ from taskseed.generation.teacher import BackendConfig, TeacherRequest, TeacherRe
 log = logging.getLogger(__name__)
 
 MISSING_EXTRA = (
-    "the tensorrt_llm backend needs the trtllm extra: pip install 'taskseed[trtllm]' on a GPU node"
+    "the tensorrt_llm backend needs TensorRT-LLM: use NVIDIA's TensorRT-LLM container, or "
+    "install tensorrt-llm from NVIDIA's package index on Python 3.12 (see the README)"
 )
+SINGLE_PROCESS_ENV = "TLLM_WORKER_USE_SINGLE_PROCESS"
 
 
 def sampling_kwargs(
@@ -80,49 +89,52 @@ def _rejected(exc: BaseException) -> TeacherResponse:
     return TeacherResponse(finish_reason="error", error=f"rejected: {line[:200]}")
 
 
-def run_batch(
-    generate: Callable[[list[str], list[Any]], Sequence[Any]],
+def collect(
+    submit: Callable[[str, Any], Any],
     prompts: list[str | None],
     params: list[Any],
     schemas: list[dict[str, Any] | None],
     errors: list[str | None] | None = None,
 ) -> list[TeacherResponse]:
-    """Answer a batch with one `generate` call, one response per prompt, in order.
+    """Submit every prompt on its own, then take each result from its own future.
 
-    A request with an error already (e.g. its chat template failed; its prompt is None) is
-    answered with that error. When the batched call raises (e.g. one prompt is longer than
-    the engine allows), every prompt is retried alone so only the offending ones fail.
+    A request with an error already (its chat template or sampling parameters failed; its
+    prompt is None) is answered with that error. A prompt the runtime refuses at submission
+    (e.g. longer than the model allows) or whose future fails is an error for that request
+    only; the others still run.
     """
     errors = errors or [None] * len(prompts)
     responses: list[TeacherResponse | None] = [None] * len(prompts)
-    todo: list[int] = []
+    futures: dict[int, Any] = {}
     for i, prompt in enumerate(prompts):
         if prompt is None or errors[i] is not None:
             responses[i] = TeacherResponse(finish_reason="error", error=errors[i] or "rejected")
-        else:
-            todo.append(i)
-    if todo:
+            continue
         try:
-            outputs = generate([prompts[i] for i in todo], [params[i] for i in todo])
-            for i, out in zip(todo, outputs, strict=True):
-                responses[i] = to_response(out, schemas[i])
-        except Exception as exc:  # noqa: BLE001
-            log.warning("batched generate failed (%s); retrying requests one by one", exc)
-            for i in todo:
-                try:
-                    [out] = generate([prompts[i]], [params[i]])
-                    responses[i] = to_response(out, schemas[i])
-                except Exception as one:  # noqa: BLE001
-                    responses[i] = _rejected(one)
+            futures[i] = submit(prompt, params[i])
+        except Exception as exc:  # noqa: BLE001 - the runtime's refusal, reported per request
+            responses[i] = _rejected(exc)
+    for i, future in futures.items():
+        try:
+            responses[i] = to_response(future.result(), schemas[i])
+        except Exception as exc:  # noqa: BLE001 - one failed request, not the batch
+            log.warning("request %d failed in TensorRT-LLM: %s", i, exc)
+            responses[i] = _rejected(exc)
     return [r if r is not None else TeacherResponse(error="missing") for r in responses]
 
 
 class TensorRTLLMConfig(BackendConfig):
-    """TensorRT-LLM's LLM API in this process (`backend: tensorrt_llm`), on GPU nodes."""
+    """TensorRT-LLM's LLM API in this process (`backend: tensorrt_llm`), on GPU nodes.
+
+    `model` is a Hugging Face checkpoint: a hub name or a local directory.
+    """
 
     backend: Literal["tensorrt_llm"] = "tensorrt_llm"
     model: str
     tensor_parallel_size: int = Field(1, ge=1)
+
+    def describe(self) -> str:
+        return f"TensorRT-LLM in process ({self.model})"
 
     def build(self) -> TensorRTLLMTeacher:
         return TensorRTLLMTeacher(self.model, tensor_parallel_size=self.tensor_parallel_size)
@@ -131,7 +143,7 @@ class TensorRTLLMConfig(BackendConfig):
 class TensorRTLLMTeacher:
     """`Teacher` running a model with TensorRT-LLM's `LLM` in this process.
 
-    `model` is a Hugging Face model name or directory, or a TensorRT engine directory.
+    `model` is a Hugging Face checkpoint (hub name or local directory).
     Extra keyword arguments go to `LLM(...)` (e.g. `max_batch_size`, `kv_cache_config`).
     """
 
@@ -142,6 +154,9 @@ class TensorRTLLMTeacher:
         guided_decoding_backend: str = "xgrammar",
         **llm_kwargs: Any,
     ) -> None:
+        if tensor_parallel_size == 1:
+            # In a Dask or Slurm worker, run the model here rather than in a spawned MPI worker.
+            os.environ.setdefault(SINGLE_PROCESS_ENV, "1")
         try:
             from tensorrt_llm import LLM, SamplingParams
             from tensorrt_llm.llmapi import GuidedDecodingParams
@@ -200,15 +215,15 @@ class TensorRTLLMTeacher:
             return None, None, f"rejected: sampling params: {str(exc)[:160]}"
         return prompt, params, None
 
-    def _generate(self, prompts: list[str], params: list[Any]) -> Sequence[Any]:
-        return self._llm.generate(prompts, sampling_params=params, use_tqdm=False)
+    def _submit(self, prompt: str, params: Any) -> Any:
+        return self._llm.generate_async(prompt, sampling_params=params)
 
     def generate(
         self,
         requests: list[TeacherRequest],
         on_response: Callable[[int, TeacherResponse], None] | None = None,
     ) -> list[TeacherResponse]:
-        """Answer the batch with one `LLM.generate` call; `on_response` sees each in order."""
+        """Submit every request, then collect each; `on_response` sees each in order."""
         if not requests:
             return []
         prepared = [self._prepare(r) for r in requests]
@@ -216,7 +231,7 @@ class TensorRTLLMTeacher:
         params = [s for _, s, _ in prepared]
         errors = [e for _, _, e in prepared]
         schemas = [r.json_schema for r in requests]
-        responses = run_batch(self._generate, prompts, params, schemas, errors)
+        responses = collect(self._submit, prompts, params, schemas, errors)
         self.requests_sent += len(requests)
         for i, response in enumerate(responses):
             self.prompt_tokens += response.usage.prompt_tokens

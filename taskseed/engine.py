@@ -7,7 +7,8 @@ the work runs is here, written once:
   creates each source stage's shard plan, and counts every stage's shards;
 - `stage_run` is the only dispatch on stage shape: a `StageRun` per stage says which units
   of work are pending and runs one of them (`execute`), or previews it in memory (`preview`);
-- `Engine.check_budget` is the budget gate before work that calls models;
+- `Engine.before_work` is the gate before a stage gets work: the budget cap, then the
+  stage's own readiness check (a teacher server that cannot be reached);
 - every shard is committed by `shardrun.commit` (items, rejects, then the done marker).
 
 Units: a source or batch stage has one unit per shard; a frame stage needs the whole data
@@ -267,3 +268,9 @@ class Engine:
         """The budget gate: before work that calls models, stop at a reached cap."""
         if run.stage.calls_models:
             self.budget.check(self.spent)
+
+    def before_work(self, run: StageRun) -> None:
+        """Before a stage gets pending work: the budget gate, then the stage's own check
+        (a teacher server that cannot be reached fails here, in one line)."""
+        self.check_budget(run)
+        run.stage.check_ready()

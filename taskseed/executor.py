@@ -6,6 +6,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from taskseed.config import ExecutorConfig
@@ -21,9 +22,20 @@ def stderr_progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def execute_unit(run: StageRun, unit: int) -> dict[int, dict]:
+@dataclass(frozen=True)
+class UnitFailed:
+    """A one-line error of a unit, sent back as a value (a raised one is logged with its
+    traceback by the worker)."""
+
+    message: str
+
+
+def execute_unit(run: StageRun, unit: int) -> dict[int, dict] | UnitFailed:
     """One unit of work on a Dask worker."""
-    return run.execute(unit)
+    try:
+        return run.execute(unit)
+    except TaskseedError as err:
+        return UnitFailed(str(err))
 
 
 class LocalExecutor:
@@ -76,9 +88,10 @@ class LocalExecutor:
         """Run every stage in order, skipping units that are done."""
         reports = self.reports = []
         for run in engine.prepare():
-            engine.check_budget(run)
             started = time.perf_counter()
             units = run.units()
+            if units:
+                engine.before_work(run)
             self.progress(f"[{run.stage.name}] {run.shards} shards, "
                           f"{len(run.pending())} to run")
             if run.whole_dataset:
@@ -105,13 +118,13 @@ class LocalExecutor:
                 unit = futures[future]
                 try:
                     markers = future.result()
-                except TaskseedError:
-                    raise
                 except Exception as exc:  # noqa: BLE001 - reported as one line with the shard
                     raise TaskseedError(
                         f"stage '{run.stage.name}' shard {unit} failed: "
                         f"{type(exc).__name__}: {exc}"
                     ) from exc
+                if isinstance(markers, UnitFailed):
+                    raise TaskseedError(markers.message)
                 done.update(markers)
                 self.progress(f"[{run.stage.name}] shard {unit} done "
                               f"({len(done)}/{len(units)} this run)")

@@ -57,7 +57,7 @@ def run_shard(
     if run.is_done(shard):
         return None
     set_backend(loaded.config.executor.backend)
-    engine.check_budget(run)
+    engine.before_work(run)
     return run.execute(shard)
 
 

@@ -21,6 +21,7 @@ class StageReport:
     counters: dict[str, int] = field(default_factory=dict)
     counters_this_run: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    coverage: float | None = None  # teacher stages: accepted / planned requests
 
     @classmethod
     def collect(cls, name: str, out: StageDir, ran: dict[int, dict], seconds: float) -> StageReport:
@@ -38,9 +39,12 @@ class StageReport:
             counters.update(m["counters"])
         for m in ran.values():
             now.update(m["counters"])
+        planned = counters.get("planned", 0)
+        coverage = round(counters.get("accepted", 0) / planned, 4) if planned else None
         return cls(
             name, len(shards), len(ran), inputs, outputs, dict(sorted(rejects.items())),
             dict(sorted(counters.items())), dict(sorted(now.items())), round(seconds, 2),
+            coverage,
         )
 
     def line(self) -> str:
@@ -51,7 +55,18 @@ class StageReport:
         )
         if "teacher_calls" in self.counters or self.name == "generate":
             text += f"; teacher calls now: {self.counters_this_run.get('teacher_calls', 0)}"
+        if self.coverage is not None:
+            text += f"; {coverage_text(self.counters)}"
         return text
+
+
+def coverage_text(counters: dict[str, int]) -> str:
+    """`coverage 75.0% (21 of 28 requests)`, with failures kept unchanged when there are."""
+    planned, accepted = counters.get("planned", 0), counters.get("accepted", 0)
+    text = f"coverage {accepted / planned:.1%} ({accepted} of {planned} requests)"
+    if counters.get("enrich_failed"):
+        text += f", {counters['enrich_failed']} records kept without enrichment"
+    return text
 
 
 def teacher_calls_this_run(reports: list[StageReport]) -> int:
@@ -91,6 +106,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         if per_task:
             out.append(f"  {s['name']} records per task: "
                        + ", ".join(f"{k} {v}" for k, v in sorted(per_task.items())))
+        if s.get("coverage") is not None:
+            out.append(f"  {s['name']} {coverage_text(s['counters'])}")
         for reason, n in s["rejects"].items():
             out.append(f"  drop {s['name']}/{reason}: {n}")
     out.append(f"teacher calls this run: {summary['teacher_calls_this_run']}")

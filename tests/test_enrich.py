@@ -130,7 +130,7 @@ def test_complete_records_are_not_sent(server: FakeOpenAIServer) -> None:
 
 def test_server_fault_keeps_record_by_default() -> None:
     with FakeOpenAIServer(responder=fixed_reply, fault_plan=lambda i, body: (
-        Fault("500") if "red planet" in last_user_message(body) else None
+        Fault("malformed") if "red planet" in last_user_message(body) else None
     )) as srv:
         stage = stage_for(srv)
         records = batch()
@@ -147,7 +147,7 @@ def test_server_fault_keeps_record_by_default() -> None:
 
 def test_drop_rejects_with_reason() -> None:
     with FakeOpenAIServer(responder=fixed_reply, fault_plan=lambda i, body: (
-        Fault("500") if "red planet" in last_user_message(body) else None
+        Fault("malformed") if "red planet" in last_user_message(body) else None
     )) as srv:
         stage = stage_for(srv, on_failure="drop")
         records = batch()

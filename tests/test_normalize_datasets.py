@@ -286,7 +286,11 @@ def _records(task: str, split: str, upto: int) -> list:
         one = {task: specs[task]}
         stage = SeedStage(SeedParams(max_per_task=upto + 1, rows_per_shard=10**6), one, SEEDS)
         (shard,) = stage.plan()
-        return NormalizeStage(None, one).process(stage.read(shard).items, 0).items
+        raws = stage.read(shard).items
+        done = NormalizeStage(None, one).process(raws, 0).items
+        by_row = {(r.source.path, r.source.row): r for r in done}
+        # one entry per training row, None where normalization rejected the row
+        return [by_row.get((raw.source.path, raw.source.row)) for raw in raws]
     (target,) = [t for t in eval_splits(specs) if (t.task, t.split) == (task, split)]
     return read_eval_split(target, SEEDS).items
 

@@ -56,9 +56,11 @@ def test_counts_per_stage(finished):
     assert list(stages) == ["seeds", "normalize", "validity", "exact_dedup", "export"]
     assert stages["seeds"]["outputs"] == 300
     assert stages["seeds"]["shards"] == 9
-    assert stages["normalize"]["outputs"] == 300
+    # two of these seeds repeat an option and are refused
+    assert stages["normalize"]["rejects"] == {"duplicate_choices": 2}
+    assert stages["normalize"]["outputs"] == 298
     kept = stages["validity"]["outputs"]
-    assert kept + sum(stages["validity"]["rejects"].values()) == 300
+    assert kept + sum(stages["validity"]["rejects"].values()) == 298
     assert stages["export"]["outputs"] == stages["exact_dedup"]["outputs"]
     assert (run / "summary.txt").read_text().count("\n") == 6
     assert json.loads((run / "summary.json").read_text())["config_hash"] == (

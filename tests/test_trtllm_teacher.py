@@ -1,14 +1,18 @@
 """TensorRTLLMTeacher on CPU: the import guard, sampling arguments and output mapping.
 
 The LLM API is stood in for by plain objects with the documented attributes
-(`RequestOutput.outputs[0].text/.finish_reason/.token_ids`, `prompt_token_ids`).
+(`LLM.generate_async(prompt, sampling_params=...)` returning a future whose `result()` is a
+`RequestOutput` with `outputs[0].text/.finish_reason/.token_ids` and `prompt_token_ids`).
+`SamplingParams` and `GuidedDecodingParams` are keyword-only dataclasses, as in
+`tensorrt_llm/sampling_params.py`, so an unknown field is a TypeError here as it is there.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,9 +23,10 @@ from taskseed.generation.backends import make_teacher
 from taskseed.generation.teacher import TeacherRequest
 from taskseed.generation.trtllm_teacher import (
     MISSING_EXTRA,
+    SINGLE_PROCESS_ENV,
     TensorRTLLMConfig,
     TensorRTLLMTeacher,
-    run_batch,
+    collect,
     sampling_kwargs,
     to_response,
 )
@@ -34,18 +39,28 @@ SCHEMA: dict[str, Any] = {
 }
 
 
-@dataclass
+@dataclass(slots=True, kw_only=True)
 class Guided:
     json: Any = None
+    regex: str | None = None
+    grammar: str | None = None
+    json_object: bool = False
+    structural_tag: str | None = None
 
 
-@dataclass
+@dataclass(slots=True, kw_only=True)
 class Params:
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    """The fields of TensorRT-LLM's SamplingParams that taskseed may set."""
 
-    @classmethod
-    def make(cls, **kwargs: Any) -> Params:
-        return cls(kwargs)
+    end_id: int | None = None
+    max_tokens: int = 32
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    temperature: float | None = None
+    return_context_logits: bool = False
+    guided_decoding: Guided | None = None
+    add_special_tokens: bool = True
 
 
 def output(text: str, finish: str | None = "stop", prompt_tokens: int = 5,
@@ -63,28 +78,38 @@ class Tokenizer:
         return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
 
 
+@dataclass
+class Future:
+    value: Any = None
+    error: Exception | None = None
+
+    def result(self, timeout: float | None = None) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
 class FakeLLM:
-    """Answers each prompt with a JSON echo; a prompt with TOO_LONG fails its whole call."""
+    """Answers each prompt with a JSON echo; TOO_LONG is refused when it is submitted (as
+    `_check_arguments` does) and CRASH fails in its own future."""
 
     def __init__(self) -> None:
         self.tokenizer = Tokenizer()
-        self.calls: list[tuple[list[str], list[Params]]] = []
+        self.submitted: list[tuple[str, Params]] = []
         self.shut = False
 
-    def generate(self, prompts: list[str], sampling_params: list[Params],
-                 use_tqdm: bool = True) -> list[SimpleNamespace]:
-        assert use_tqdm is False and len(prompts) == len(sampling_params)
-        self.calls.append((prompts, sampling_params))
-        if any("TOO_LONG" in p for p in prompts):
+    def generate_async(self, prompt: str, sampling_params: Params) -> Future:
+        assert isinstance(sampling_params, Params)
+        if "TOO_LONG" in prompt:
             raise ValueError("prompt length exceeds max_seq_len\nmore detail")
-        outs = []
-        for prompt, params in zip(prompts, sampling_params, strict=True):
-            if params.kwargs["max_tokens"] < 8:
-                outs.append(output('{"answer": "tru', "length", tokens=params.kwargs["max_tokens"]))
-            else:
-                outs.append(output(json.dumps({"answer": prompt[-20:]}), "stop",
-                                   prompt_tokens=len(prompt)))
-        return outs
+        self.submitted.append((prompt, sampling_params))
+        if "CRASH" in prompt:
+            return Future(error=RuntimeError("executor failed this request"))
+        if sampling_params.max_tokens < 8:
+            cut = output('{"answer": "tru', "length", tokens=sampling_params.max_tokens)
+            return Future(cut)
+        return Future(output(json.dumps({"answer": prompt[-20:]}), "stop",
+                             prompt_tokens=len(prompt)))
 
     def shutdown(self) -> None:
         self.shut = True
@@ -99,14 +124,25 @@ def request(text: str, temperature: float = 0.7, seed: int | None = 11,
     )
 
 
-def test_import_guard_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_import_guard_says_how_to_get_tensorrt_llm(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt_llm", None)
+    monkeypatch.delenv(SINGLE_PROCESS_ENV, raising=False)
     with pytest.raises(TaskseedError) as info:
         TensorRTLLMTeacher("some/model")
     assert str(info.value) == MISSING_EXTRA
-    assert "pip install 'taskseed[trtllm]'" in str(info.value)
-    with pytest.raises(TaskseedError, match="trtllm extra"):
+    assert "container" in str(info.value) and "Python 3.12" in str(info.value)
+    with pytest.raises(TaskseedError, match="NVIDIA's TensorRT-LLM container"):
         make_teacher(TensorRTLLMConfig(model="some/model"))
+    assert os.environ[SINGLE_PROCESS_ENV] == "1"  # one GPU: no MPI worker in a Dask worker
+
+
+def test_stand_ins_reject_unknown_fields_like_the_real_classes() -> None:
+    with pytest.raises(TypeError):
+        Params(max_new_tokens=3)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        Guided({"type": "object"})  # type: ignore[misc]
+    for req in (request("q"), request("q", temperature=0, seed=None, schema=None)):
+        Params(**sampling_kwargs(req, Guided))
 
 
 def test_sampling_kwargs_per_request() -> None:
@@ -131,21 +167,21 @@ def test_to_response_maps_finish_reason_usage_and_schema() -> None:
     assert to_response(output('{"other": 1}'), SCHEMA).error == "schema_mismatch"
 
 
-def test_generate_batches_in_order_with_per_request_params() -> None:
+def test_each_prompt_is_submitted_with_its_own_params() -> None:
     llm = FakeLLM()
-    teacher = TensorRTLLMTeacher.wrap(llm, "fake-model", Params.make, Guided)
+    teacher = TensorRTLLMTeacher.wrap(llm, "fake-model", Params, Guided)
     requests = [request("first", seed=1), request("second", temperature=0, seed=2),
                 request("third", schema=None, max_tokens=4)]
     seen: list[int] = []
     responses = teacher.generate(requests, on_response=lambda i, r: seen.append(i))
     assert seen == [0, 1, 2]
-    assert len(llm.calls) == 1
-    prompts, params = llm.calls[0]
+    prompts = [p for p, _ in llm.submitted]
+    params = [p for _, p in llm.submitted]
     assert prompts[0] == "<system>sys<user>first<assistant>"
-    assert [p.kwargs.get("seed") for p in params] == [1, 2, 11]
-    assert params[1].kwargs["top_k"] == 1 and "temperature" not in params[1].kwargs
-    assert params[0].kwargs["guided_decoding"] == Guided(json=SCHEMA)
-    assert "guided_decoding" not in params[2].kwargs
+    assert [p.seed for p in params] == [1, 2, 11]
+    assert params[1].top_k == 1 and params[1].temperature is None
+    assert params[0].guided_decoding == Guided(json=SCHEMA)
+    assert params[2].guided_decoding is None and params[0].add_special_tokens is False
     assert json.loads(responses[0].text)["answer"].endswith("first<assistant>")
     assert json.loads(responses[1].text)["answer"].endswith("second<assistant>")
     assert responses[2].finish_reason == "length" and responses[2].usage.completion_tokens == 4
@@ -156,21 +192,23 @@ def test_generate_batches_in_order_with_per_request_params() -> None:
     assert llm.shut
 
 
-def test_one_bad_request_does_not_fail_the_batch() -> None:
+def test_one_bad_request_fails_alone_and_nothing_is_resent() -> None:
     llm = FakeLLM()
-    teacher = TensorRTLLMTeacher.wrap(llm, "fake-model", Params.make, Guided)
+    teacher = TensorRTLLMTeacher.wrap(llm, "fake-model", Params, Guided)
     bad_template = TeacherRequest(messages=[{"role": "tool", "content": "x"}])
-    responses = teacher.generate([request("a"), request("TOO_LONG"), bad_template, request("b")])
-    assert [r.ok for r in responses] == [True, False, False, True]
+    responses = teacher.generate([request("a"), request("TOO_LONG"), bad_template,
+                                  request("CRASH"), request("b")])
+    assert [r.ok for r in responses] == [True, False, False, False, True]
     assert responses[1].error == "rejected: prompt length exceeds max_seq_len"
     assert responses[2].error is not None and "chat template" in responses[2].error
-    assert json.loads(responses[3].text)["answer"].endswith("<user>b<assistant>")
-    assert [len(p) for p, _ in llm.calls] == [3, 1, 1, 1]
+    assert responses[3].error == "rejected: executor failed this request"
+    assert json.loads(responses[4].text)["answer"].endswith("<user>b<assistant>")
+    assert len(llm.submitted) == 3  # a, CRASH and b: each submitted once
 
 
-def test_run_batch_with_nothing_to_send() -> None:
-    def never(prompts: list[str], params: list[Any]) -> list[Any]:
-        raise AssertionError("generate must not be called")
+def test_collect_with_nothing_to_submit() -> None:
+    def never(prompt: str, params: Any) -> Any:
+        raise AssertionError("nothing may be submitted")
 
-    [response] = run_batch(never, [None], [None], [None], ["rejected: chat template"])
+    [response] = collect(never, [None], [None], [None], ["rejected: chat template"])
     assert response.error == "rejected: chat template"

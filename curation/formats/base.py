@@ -69,6 +69,14 @@ def check_choices(record: Record) -> Verdict:
     return KEEP
 
 
+def check_distinct_choices(fields: SeedFields) -> None:
+    """Raise RowError when two options are the same text (an ambiguous example to learn from)."""
+    folded = [c.strip().lower() for c in fields.choices]
+    if len(set(folded)) != len(folded):
+        repeated = next(c for c in fields.choices if folded.count(c.strip().lower()) > 1)
+        raise RowError("duplicate_choices", "choices", f"'{repeated[:80]}' is given twice")
+
+
 class AnswerFormat:
     """The definition of one answer format; one instance per format module."""
 
