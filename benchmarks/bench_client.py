@@ -25,13 +25,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import aiohttp
+from taskseed.curation.record import Sampling
+from taskseed.generation.http_teacher import OpenAITeacher
+from taskseed.generation.teacher import TeacherRequest
 
-import aiohttp  # noqa: E402
-from taskseed.curation.record import Sampling  # noqa: E402
-from taskseed.generation.http_teacher import OpenAITeacher  # noqa: E402
-from taskseed.generation.teacher import TeacherRequest  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -68,7 +67,7 @@ def cpu_seconds(pid: int) -> float:
 @contextmanager
 def server_process(latency_s: float, cpu: int | None) -> Iterator[tuple[str, int]]:
     """The fake server as a child process; yields (base_url, pid)."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ)
     proc = subprocess.Popen(
         [sys.executable, "-m", "taskseed.generation.fake_server", "--port", "0",
          "--latency", str(latency_s)],

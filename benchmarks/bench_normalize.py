@@ -5,7 +5,7 @@
     `LocalCluster(n_workers=2, threads_per_worker=1)`.
 (b) pandas: one process reads each file with pandas and normalizes row by row.
 
-Usage: PYTHONPATH=. python benchmarks/bench_normalize.py [--seeds ../shared/seeds] [--out f.json]
+Usage: python benchmarks/bench_normalize.py [--seeds ../shared/seeds] [--out f.json]
 """
 
 from __future__ import annotations
