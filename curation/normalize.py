@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 from taskseed.curation.errors import RowError
 from taskseed.curation.formats import answer_format
-from taskseed.curation.formats.base import SeedFields, check_distinct_choices
+from taskseed.curation.formats.base import Fields, check_distinct_choices
 from taskseed.curation.record import Format, RawRow, Record
 from taskseed.curation.taskspec import (
     AdaptersMapping,
@@ -217,7 +217,7 @@ def _jinja_choices(source: str | list[str] | None, row: dict[str, Any]) -> list[
     return list(value)
 
 
-def _jinja_fields(row: dict[str, Any], mapping: JinjaMapping) -> SeedFields:
+def _jinja_fields(row: dict[str, Any], mapping: JinjaMapping) -> Fields:
     question = _text(render(mapping.text_template, row, "text_template"), "text_template")
     choices = [_text(c, "choices") for c in _jinja_choices(mapping.choices_template, row)]
     target = mapping.target_template
@@ -232,7 +232,7 @@ def _jinja_fields(row: dict[str, Any], mapping: JinjaMapping) -> SeedFields:
         if answer in choices:
             label = _LETTERS[choices.index(answer)]
     context = _text(_opt(row, mapping.context), "context", required=False)
-    return SeedFields(question=question, answer=answer, context=context, choices=choices,
+    return Fields(question=question, answer=answer, context=context, choices=choices,
                   answer_label=label)
 
 
@@ -294,7 +294,7 @@ def _answer_value(row: Any, mapping: FieldsMapping) -> Any:
     return value
 
 
-def _path_fields(row: Any, mapping: FieldsMapping, fmt: Format) -> SeedFields:
+def _path_fields(row: Any, mapping: FieldsMapping, fmt: Format) -> Fields:
     question = _text(_opt(row, mapping.question or "question"), mapping.question or "question")
     context = _text(_opt(row, mapping.context), mapping.context or "context", required=False)
     choices = _choices(row, mapping)
@@ -326,7 +326,7 @@ def _path_fields(row: Any, mapping: FieldsMapping, fmt: Format) -> SeedFields:
     tests = _opt(row, mapping.tests) or []
     if not isinstance(tests, list) or not all(isinstance(t, str) for t in tests):
         raise RowError("wrong_type", "tests", "expected a list of test strings")
-    return SeedFields(
+    return Fields(
         question=question, answer=answer, context=context, choices=choices, answer_label=label,
         reasoning=reasoning,
         knowledge=_text(_opt(row, mapping.knowledge), "knowledge", required=False),
@@ -334,21 +334,21 @@ def _path_fields(row: Any, mapping: FieldsMapping, fmt: Format) -> SeedFields:
     )
 
 
-def _adapter_fields(row: dict[str, Any]) -> SeedFields:
+def _adapter_fields(row: dict[str, Any]) -> Fields:
     parsed = parse_llm_adapters(row)
     choices = parsed["choices"]
     if parsed["answer_index"] is None:
-        return SeedFields(question=parsed["question"], answer=parsed["answer"])
+        return Fields(question=parsed["question"], answer=parsed["answer"])
     if not 0 <= parsed["answer_index"] < len(choices):
         raise RowError("label_out_of_range", "answer",
                        f"{parsed['answer']!r} names no option (there are {len(choices)})")
     labels = list(_LETTERS[: len(choices)])
     answer, label = _resolve_choice(choices, labels, parsed["answer_index"], 0)
-    return SeedFields(question=parsed["question"], answer=answer, choices=choices,
+    return Fields(question=parsed["question"], answer=answer, choices=choices,
                       answer_label=label)
 
 
-def extract_fields(row: Any, mapping: Mapping, fmt: Format) -> SeedFields:
+def extract_fields(row: Any, mapping: Mapping, fmt: Format) -> Fields:
     """Read the record fields of one row with a mapping, or raise RowError."""
     if not isinstance(row, dict):
         raise RowError("wrong_type", "row", "a row must be a JSON object")

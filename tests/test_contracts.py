@@ -54,9 +54,12 @@ def test_only_the_taskseed_namespace_is_importable_outside_the_repo(tmp_path: Pa
 
 
 def test_the_wheel_installs_nothing_outside_taskseed(repo: Path, tmp_path: Path) -> None:
+    source = tmp_path / "source"  # setuptools builds in the source tree: use a copy
+    shutil.copytree(repo, source, ignore=shutil.ignore_patterns(
+        ".git", "build", "runs", "*.egg-info", "__pycache__", ".*_cache"))
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-         "-w", str(tmp_path), str(repo)],
+         "-w", str(tmp_path), str(source)],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -22,8 +22,8 @@ LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 @dataclass(slots=True)
-class SeedFields:
-    """The record fields read out of one seed row, before format checks."""
+class Fields:
+    """The record fields of one example: read out of a seed row, or out of a teacher's reply."""
 
     question: str
     answer: str
@@ -32,19 +32,6 @@ class SeedFields:
     answer_label: str | None = None
     reasoning: str | None = None
     knowledge: str | None = None
-    tests: list[str] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class ReplyFields:
-    """The record fields a teacher's reply gives."""
-
-    question: str
-    answer: str
-    context: str | None = None
-    choices: list[str] = field(default_factory=list)
-    answer_label: str | None = None
-    reasoning: str | None = None
     tests: list[str] = field(default_factory=list)
 
 
@@ -69,7 +56,7 @@ def check_choices(record: Record) -> Verdict:
     return KEEP
 
 
-def check_distinct_choices(fields: SeedFields) -> None:
+def check_distinct_choices(fields: Fields) -> None:
     """Raise RowError when two options are the same text (an ambiguous example to learn from)."""
     folded = [c.strip().lower() for c in fields.choices]
     if len(set(folded)) != len(folded):
@@ -96,7 +83,7 @@ class AnswerFormat:
         """The answer field of a seed row before it is read as text."""
         return value
 
-    def check_seed(self, fields: SeedFields) -> None:
+    def check_seed(self, fields: Fields) -> None:
         """Raise RowError when a normalized seed is not of this form; may canonicalize it."""
         if self.needs_choices and len(fields.choices) < 2:
             raise RowError("missing_field", "choices", f"{self.name} needs at least two choices")
@@ -142,7 +129,7 @@ class AnswerFormat:
         """Reply properties that carry the answer when there are no options."""
         return {"answer": text_schema()}
 
-    def parse_reply(self, data: dict[str, Any]) -> ReplyFields:
+    def parse_reply(self, data: dict[str, Any]) -> Fields:
         """Record fields from a reply object; RowError names the field that is unusable."""
         choices = data.get("choices") or []
         if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
@@ -162,7 +149,7 @@ class AnswerFormat:
             if not isinstance(value, str) or not value.strip():
                 raise RowError("missing_field", name, "missing or empty")
         tests = data.get("tests") or []
-        return ReplyFields(
+        return Fields(
             question=question.strip(),
             answer=answer.strip(),
             context=data.get("context") or None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from taskseed.curation.errors import RowError
-from taskseed.curation.formats.base import AnswerFormat, SeedFields, text_schema
+from taskseed.curation.formats.base import AnswerFormat, Fields, text_schema
 from taskseed.curation.verdict import KEEP, Verdict, drop
 
 if TYPE_CHECKING:
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 class Code(AnswerFormat):
     name = "code"
 
-    def check_seed(self, fields: SeedFields) -> None:
+    def check_seed(self, fields: Fields) -> None:
         super().check_seed(fields)
         if not fields.tests:
             raise RowError("missing_field", "tests", "code tasks need tests")

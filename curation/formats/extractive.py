@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from taskseed.curation.errors import RowError
-from taskseed.curation.formats.base import AnswerFormat, SeedFields
+from taskseed.curation.formats.base import AnswerFormat, Fields
 from taskseed.curation.verdict import KEEP, Verdict, drop
 
 if TYPE_CHECKING:
@@ -16,7 +16,7 @@ class Extractive(AnswerFormat):
     name = "extractive"
     needs_context = True
 
-    def check_seed(self, fields: SeedFields) -> None:
+    def check_seed(self, fields: Fields) -> None:
         super().check_seed(fields)
         if not fields.context:
             raise RowError("missing_field", "context", "extractive QA needs a context passage")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from taskseed.curation.errors import RowError
-from taskseed.curation.formats.base import AnswerFormat, SeedFields
+from taskseed.curation.formats.base import AnswerFormat, Fields
 from taskseed.curation.verdict import KEEP, Verdict, drop
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ class YesNo(AnswerFormat):
             return "yes" if value else "no"
         return value
 
-    def check_seed(self, fields: SeedFields) -> None:
+    def check_seed(self, fields: Fields) -> None:
         super().check_seed(fields)
         value = fields.answer.strip().lower()
         if value in _YES:
