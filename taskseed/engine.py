@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 from taskseed.budget import SPEND_KEYS, BudgetConfig
 from taskseed.curation.errors import TaskseedError
 from taskseed.curation.files import write_json
+from taskseed.curation.record import Record
 from taskseed.curation.stage import BatchStage, FrameStage, SourceStage, Stage, StageResult
 from taskseed.rundir import RunDir, StageDir
 from taskseed.shardrun import commit, marked_result, ready
@@ -172,8 +173,6 @@ class FrameRun(StageRun):
 def _commit_partition(part: Any, stage_name: str, out: StageDir, shard: int) -> dict[str, Any]:
     start = time.perf_counter()
     result, rows = marked_result(stage_name, part)
-    from taskseed.curation.record import Record
-
     return commit(out, shard, result, Record, rows, time.perf_counter() - start)
 
 
