@@ -88,16 +88,17 @@ def _pandas_rows(split: SplitSpec, seeds: Path) -> list[tuple[str, list[dict[str
     return out
 
 
-def _splits(specs: dict[str, TaskSpec]) -> list[tuple[TaskSpec, SplitSpec]]:
-    pairs = [(s, s.train) for _, s in sorted(specs.items()) if s.train is not None]
+def _splits(specs: dict[str, TaskSpec]) -> list[tuple[TaskSpec, SplitSpec, bool]]:
+    """(spec, split, held out) for every training split and every local held-out split."""
+    pairs = [(s, s.train, False) for _, s in sorted(specs.items()) if s.train is not None]
     targets: list[EvalSplit] = [t for t in eval_splits(specs) if t.local]
-    return pairs + [(t.spec, t.split_spec) for t in targets]
+    return pairs + [(t.spec, t.split_spec, True) for t in targets]
 
 
 def run_pandas(specs: dict[str, TaskSpec], seeds: Path) -> dict[str, Any]:
     start = time.perf_counter()
     records = rejects = 0
-    for spec, split in _splits(specs):
+    for spec, split, held_out in _splits(specs):
         for path, rows in _pandas_rows(split, seeds):
             for index, row in apply_mapping_rows(rows, split.mapping):
                 if isinstance(row, RowError):
@@ -106,7 +107,7 @@ def run_pandas(specs: dict[str, TaskSpec], seeds: Path) -> dict[str, Any]:
                 source = Source(spec.source.dataset, spec.source.config, split.split, index, path)
                 raw = RawRow(spec.name, source, json.dumps(row, ensure_ascii=False, default=str))
                 try:
-                    normalize_row(raw, spec, split.mapping)
+                    normalize_row(raw, spec, split.mapping, held_out=held_out)
                 except RowError:
                     rejects += 1
                     continue
