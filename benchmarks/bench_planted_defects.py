@@ -87,7 +87,9 @@ def main() -> None:
     items = build(records, default_counts(args.per_kind, args.correct, args.code_hangs),
                   args.seed)
     built = time.perf_counter() - started
-    outcomes, seconds = run_filters(items, code_seconds=args.code_seconds, workers=2)
+    seeds = [r for task in records.values() for r in task]
+    outcomes, seconds = run_filters(items, code_seconds=args.code_seconds, workers=2,
+                                    seeds=seeds)
     summary = summarize(items, outcomes)
     code = sum(i.record.format == "code" for i in items)
 

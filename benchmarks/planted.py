@@ -45,11 +45,17 @@ REPO = Path(__file__).resolve().parents[1]
 SEEDS = REPO.parent / "shared" / "seeds"
 
 KINDS = (
-    "correct", "wrong_answer_key", "arithmetic_error", "truncated", "refusal", "placeholder",
-    "seed_copy", "duplicate_options", "code_fails_tests", "code_hangs", "code_network",
+    "correct", "wrong_answer_key", "arithmetic_error", "truncated", "truncated_stem", "refusal",
+    "placeholder", "seed_copy", "duplicate_options", "code_fails_tests", "code_hangs",
+    "code_network",
 )
-# No format rule, heuristic or exact check can see these; the model-based judges must.
-MODEL_ONLY = ("wrong_answer_key",)
+# No format rule, heuristic or exact check can see these; the model-based judges must. A cut
+# option stem of a task whose own seeds are cloze stems ("The movement of soil by") reads as
+# one of them: only a reader of the options can tell.
+MODEL_ONLY = ("wrong_answer_key", "truncated_stem")
+# Multiple-choice tasks whose seeds end at least 2% of their stems mid-sentence (the
+# heuristics' `min_stem_share`): ARC 10-14%, OpenBookQA 36%.
+CLOZE_TASKS = ("arc_challenge", "arc_easy", "openbookqa")
 DETERMINISTIC = tuple(k for k in KINDS if k != "correct" and k not in MODEL_ONLY)
 
 REFUSALS = (
@@ -265,12 +271,20 @@ def _truncate_field(record: Record, name: str) -> dict[str, Any] | None:
 def plant_truncated(record: Record, group: list[Record], rng: random.Random) -> Edit | None:
     names = {"math": ["question", "reasoning"], "code": ["question", "answer"]}.get(
         str(record.format), ["question", "context", "answer"])
+    if record.task in CLOZE_TASKS:
+        names.remove("question")  # that is `truncated_stem`
     rng.shuffle(names)
     for name in names:
         changes = _truncate_field(record, name)
         if changes is not None:
             return name, generated(record, group, **changes)
     return None
+
+
+def plant_truncated_stem(record: Record, group: list[Record], rng: random.Random
+                         ) -> Edit | None:
+    changes = _truncate_field(record, "question")
+    return None if changes is None else ("question", generated(record, group, **changes))
 
 
 def plant_refusal(record: Record, group: list[Record], rng: random.Random) -> Edit | None:
@@ -465,6 +479,7 @@ PLANTERS: dict[str, tuple[Planter, tuple[str, ...] | None]] = {
     "wrong_answer_key": (plant_wrong_key, (*MC_TASKS, "boolq")),
     "arithmetic_error": (plant_arithmetic, ("gsm8k",)),
     "truncated": (plant_truncated, None),
+    "truncated_stem": (plant_truncated_stem, CLOZE_TASKS),
     "refusal": (plant_refusal, None),
     "placeholder": (plant_placeholder, None),
     "seed_copy": (plant_seed_copy, None),
@@ -534,6 +549,7 @@ class Chain:
     validity_params: validity.ValidityParams = field(default_factory=validity.ValidityParams)
     heuristic_params: heuristics.HeuristicParams = field(
         default_factory=heuristics.HeuristicParams)
+    framing: dict[str, heuristics.Framing] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.verify = VerifyStage(VerifyParams(code_seconds=self.code_seconds))
@@ -542,7 +558,8 @@ class Chain:
         record = item.record
         yield "copied_exemplar", lambda: copied_exemplar(record, item.group, max_overlap=0.5)
         yield "validity", lambda: validity.check(record, self.validity_params)
-        yield "heuristics", lambda: heuristics.check(record, self.heuristic_params)
+        yield "heuristics", lambda: heuristics.check(record, self.heuristic_params,
+                                                            self.framing)
         yield "verify", lambda: self.verify.check(record)
 
     def judge(self, item: Planted) -> Outcome:
@@ -556,10 +573,12 @@ class Chain:
         return outcome
 
 
-def run_filters(items: list[Planted], code_seconds: float = 2.0, workers: int = 2
-                ) -> tuple[list[Outcome], float]:
-    """Every item's outcome (in order) and the seconds they took; code runs `workers` at once."""
-    chain = Chain(code_seconds=code_seconds)
+def run_filters(items: list[Planted], code_seconds: float = 2.0, workers: int = 2,
+                seeds: Iterable[Record] = ()) -> tuple[list[Outcome], float]:
+    """Every item's outcome (in order) and the seconds they took; code runs `workers` at once.
+    `seeds` are the tasks' seed records, as a run has them (the heuristics measure each
+    task's framing on them)."""
+    chain = Chain(code_seconds=code_seconds, framing=heuristics.framing_of(seeds))
     order = sorted(range(len(items)), key=lambda i: items[i].record.format != "code")
     start = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:

@@ -10,14 +10,24 @@ answers that repeat the question, looping text, and text out of language or leng
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from taskseed.curation.formats import answer_format
 from taskseed.curation.record import Record
-from taskseed.curation.stage import KEEP, FilterStage, StageParams, Verdict, drop
+from taskseed.curation.stage import (
+    KEEP,
+    BuildContext,
+    FilterStage,
+    StageParams,
+    Verdict,
+    drop,
+)
 from taskseed.curation.text import normalize_text, word_ngrams
 
 REFUSAL = re.compile(
@@ -54,6 +64,13 @@ DANGLING = re.compile(
     r"because|than|as|if|then|so|but|his|her|their|its|our|my|your|did|does|do|has|have|had|"
     r"could|would|should|will|can|when|while|into|onto|about|after|before|during|just|very)"
     r"\s*$", re.IGNORECASE)
+# Words an option seldom ends with even where options end on a stranded word ("how long the
+# road is", "taken care of"): articles, conjunctions, possessives, and a preposition or
+# relative pronoun after a noun-like word ("a volcano erupting in", "the large object that").
+CUT_OFF = re.compile(
+    r"\b(the|a|an|and|or|but|because|than|whose|their|its|my|your|our)\s*$"
+    r"|\b(?!(?:\w+ed|\w+en|care|used|made|of|for|up|out)\b)\w+ (to|that|which|with|into|of)\s*$",
+    re.IGNORECASE)
 _OPEN_STEM = re.compile(r"(^|[.!?]\s+)(which|what|who|how|why|where|when)\b[^.!?]*$",
                         re.IGNORECASE)
 FILE_NAME = re.compile(r"\b[\w-]+\.(jsonl?|csv|tsv|parquet|ya?ml|txt|py|j2)\b", re.IGNORECASE)
@@ -75,6 +92,10 @@ class HeuristicParams(StageParams):
     min_language_prob: float = Field(0.001, ge=0, le=1)
     max_repeated_trigrams: float = Field(0.45, ge=0, le=1)
     max_answer_in_question: float = Field(0.8, ge=0, le=1)
+    # an option stem or passage (an option) ending mid-sentence is truncated in a task whose
+    # seeds end fewer than this share of theirs so
+    min_stem_share: float = Field(0.02, ge=0, le=1)
+    min_option_share: float = Field(0.002, ge=0, le=1)
 
 
 def _texts(record: Record) -> list[tuple[str, str]]:
@@ -126,20 +147,69 @@ def thin_enrichment(record: Record, params: HeuristicParams) -> Verdict:
     return KEEP
 
 
-def truncated(record: Record, params: HeuristicParams) -> Verdict:
-    """Text that stops on a word no sentence ends with. An option stem may end so ("The sun
-    is responsible for"); it counts only when its last sentence is an open question."""
+def _dangles(text: str, words: re.Pattern[str] = DANGLING) -> bool:
+    """Whether a text of more than three words stops on one of `words` ("Vitamin A" does not)."""
+    return (len(text.split()) > 3 and not text.endswith(" A")
+            and words.search(text) is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class Framing:
+    """How a task's seeds end their texts: the share of option stems and of options that
+    stop on a word no sentence ends with (cloze stems such as "The sun is responsible for"),
+    and of passages with no closing punctuation."""
+
+    open_stems: float = 1.0
+    open_options: float = 1.0
+    open_contexts: float = 1.0
+
+
+_CLOSED = re.compile(r"[.!?\"'\u201d)\]]\s*$")
+
+
+def framing_of(seeds: Iterable[Record]) -> dict[str, Framing]:
+    """Each task's `Framing`, measured on its seed records."""
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for record in seeds:
+        n = counts[record.task]
+        if record.context:
+            n["contexts"] += 1
+            n["open_contexts"] += _CLOSED.search(record.context) is None
+        if record.choices:
+            n["stems"] += 1
+            n["open_stems"] += DANGLING.search(record.question.strip()) is not None
+            n["options"] += len(record.choices)
+            n["open_options"] += sum(_dangles(c.strip()) for c in record.choices)
+    return {task: Framing(*(n[f"open_{k}"] / n[k] if n[k] else 1.0
+                            for k in ("stems", "options", "contexts")))
+            for task, n in counts.items()}
+
+
+def truncated(record: Record, params: HeuristicParams,
+              framing: Framing | None = None) -> Verdict:
+    """Text that stops on a word no sentence ends with. An option stem or an option may end
+    so in tasks whose seeds do ("The sun is responsible for"): there a stem counts only when
+    its last sentence is an open question, and an option only when it stops on a `CUT_OFF`
+    word."""
+    framing = framing or Framing()
+    if record.context and framing.open_contexts < params.min_stem_share and (
+            _CLOSED.search(record.context) is None):
+        return drop("truncated_text", f"context ends with '{record.context.split()[-1]}' and no "
+                    "closing punctuation")
     names = ["context", "reasoning", "knowledge"]
     if not record.choices:
         names += ["question", "answer"]
-    elif _OPEN_STEM.search(record.question.strip()):
-        names.append("question")
+    else:
+        if framing.open_stems < params.min_stem_share or _OPEN_STEM.search(record.question.strip()):
+            names.append("question")
+    open_options = framing.open_options >= params.min_option_share
     for name in names:
-        text = getattr(record, name) or ""
-        if record.format == "code" and name == "answer":
-            continue
-        if len(text.split()) > 3 and DANGLING.search(text):
+        text = (getattr(record, name) or "").strip()
+        if (record.format != "code" or name != "answer") and _dangles(text):
             return drop("truncated_text", f"{name} ends with '{text.split()[-1]}'")
+    for i, option in enumerate(record.choices):
+        if _dangles(option.strip(), CUT_OFF if open_options else DANGLING):
+            return drop("truncated_text", f"choices[{i}] ends with '{option.split()[-1]}'")
     return KEEP
 
 
@@ -232,10 +302,14 @@ CHECKS: tuple[Check, ...] = (
 )
 
 
-def check(record: Record, params: HeuristicParams) -> Verdict:
-    """The first failing check's verdict, or KEEP."""
+def check(record: Record, params: HeuristicParams,
+          framing: dict[str, Framing] | None = None) -> Verdict:
+    """The first failing check's verdict, or KEEP. `framing` (by task, from the seeds) lets
+    the truncation check tell a cut text from a task's own cloze form."""
+    task_framing = (framing or {}).get(record.task)
     for run in CHECKS:
-        verdict = run(record, params)
+        verdict = (truncated(record, params, task_framing) if run is truncated
+                   else run(record, params))
         if not verdict.keep:
             return verdict
     return KEEP
@@ -247,5 +321,23 @@ class HeuristicsStage(FilterStage[HeuristicParams]):
     name = "heuristics"
     params_model = HeuristicParams
 
+    def __init__(self, params: HeuristicParams, seeds: Any = None) -> None:
+        super().__init__(params)
+        self.seeds = seeds
+        self._framing: dict[str, Framing] | None = None
+
+    @classmethod
+    def build(cls, params: HeuristicParams, context: BuildContext) -> HeuristicsStage:
+        return cls(params, context.seeds)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_framing": None}
+
+    def framing(self) -> dict[str, Framing]:
+        """Each task's framing, measured on the run's seeds once per process."""
+        if self._framing is None:
+            self._framing = framing_of(self.seeds.records()) if self.seeds is not None else {}
+        return self._framing
+
     def check(self, record: Record) -> Verdict:
-        return check(record, self.params)
+        return check(record, self.params, self.framing())

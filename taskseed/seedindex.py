@@ -31,6 +31,16 @@ class RunSeeds:
                         self._by_id[record.id] = record
         return self._by_id
 
+    def files(self) -> list[Path]:
+        """The Parquet shards of the run's normalized seeds (a frame stage reads them whole)."""
+        return [StageDir(folder).shard_path(shard)
+                for folder in sorted((self.run_dir / "stages").glob(f"*-{self.stage}"))
+                for shard in StageDir(folder).done_shards()]
+
+    def records(self) -> list[Record]:
+        """Every normalized seed record of the run."""
+        return list(self._load().values())
+
     def get(self, ids: list[str]) -> list[Record]:
         """The seeds with these ids that the run has (missing ones are left out)."""
         found = self._load()

@@ -2,13 +2,20 @@
 
 `taskseed submit` prepares the run directory (config, stage fingerprints, source plans) and
 chains one `sbatch --array` job per stage with `--dependency=afterok`; a last job runs
-`taskseed run`, which finds every shard done, finalizes stages and writes the summary.
-`taskseed shard` is one array task: it runs one shard of one stage in-process.
+`taskseed.slurm finish`. `taskseed shard` is one array task: it runs one shard of one stage
+in-process.
+
+With `accept:` (generate until N accepted) a submission stops at the loop's last stage. Its
+finish job counts the accepted records; while tasks are short it submits the next round's
+shards of the loop as array jobs, chained to another finish job, and once the loop is done
+the stages after it. The last finish job finds every shard done and runs `taskseed run`,
+which finalizes stages and writes the summary.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import subprocess
@@ -28,6 +35,7 @@ TEMPLATES_ENV = "TASKSEED_SLURM_TEMPLATES"
 DEFAULT_TEMPLATES = Path(taskseed.__file__).resolve().parents[1] / "slurm"
 STAGE_TEMPLATE = "stage_array.sbatch"
 FINISH_TEMPLATE = "finish.sbatch"
+OPTIONS_FILE = "slurm-submit.json"
 
 
 def _engine(loaded: LoadedConfig) -> Engine:
@@ -69,14 +77,40 @@ class SubmitOptions:
     sbatch_args: list[str] = field(default_factory=list)
     templates: Path | None = None
 
+    def save(self, path: Path) -> None:
+        """Keep the options for the finish jobs that submit later rounds."""
+        from taskseed.curation.files import write_json
+
+        data = {**self.__dict__, "templates": str(self.templates) if self.templates else None}
+        write_json(path, data)
+
+    @classmethod
+    def load(cls, path: Path) -> SubmitOptions:
+        if not path.exists():
+            return cls()
+        data = json.loads(path.read_text())
+        templates = data.pop("templates", None)
+        return cls(**data, templates=Path(templates) if templates else None)
+
+
+def submission(engine: Engine, runs: list[StageRun]) -> list[StageRun]:
+    """The stages one submission chains: with `accept:`, the loop's stages while it has
+    pending shards, else the stages after it; without, every stage."""
+    if engine.loop is None:
+        return runs
+    first, last = engine.loop
+    if any(run.units() for run in runs[: last + 1]):
+        return runs[: last + 1]
+    return runs[last + 1:]
+
 
 def plan_jobs(loaded: LoadedConfig, write: bool = True) -> list[StageRun]:
-    """Every stage with its pending units (one array task each); `write=False` writes
-    nothing to the run directory."""
+    """The stages of the next submission with their pending units (one array task each);
+    `write=False` writes nothing to the run directory."""
     engine = _engine(loaded)
     if write:
         engine.run_dir.write_config(loaded.resolved, loaded.hash)
-    return engine.prepare(write=write)
+    return submission(engine, engine.prepare(write=write))
 
 
 def array_spec(indices: list[int], max_parallel: int | None = None) -> str:
@@ -189,7 +223,6 @@ def submit(
 ) -> list[tuple[str, str]]:
     """Submit the chained array jobs; returns (label, job id) per job (nothing when dry)."""
     from taskseed.config import load_config
-    from taskseed.curation.files import write_json
     overlays = list(overlays or [])
     options = options or SubmitOptions()
     loaded = load_config(config, overlays, run_dir)
@@ -199,6 +232,15 @@ def submit(
         print(dry_run_script(commands), end="")
         return []
     (loaded.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    options.save(loaded.run_dir / "logs" / OPTIONS_FILE)
+    return _sbatch_chain(loaded, commands, config, overlays)
+
+
+def _sbatch_chain(loaded: LoadedConfig, commands: list[tuple[str, list[str]]], config: Path,
+                  overlays: list[Path]) -> list[tuple[str, str]]:
+    """Submit `commands`, each after the one before; appends them to logs/slurm-jobs.json."""
+    from taskseed.curation.files import write_json
+
     env = {**os.environ, **_job_env(loaded, config, overlays)}
     submitted: list[tuple[str, str]] = []
     previous: str | None = None
@@ -210,9 +252,38 @@ def submit(
                                 f"{done.stderr.strip() or done.stdout.strip()}")
         previous = done.stdout.strip().split(";")[0]
         submitted.append((label, previous))
-    write_json(loaded.run_dir / "logs" / "slurm-jobs.json",
-               {"jobs": [{"label": label, "job_id": jid} for label, jid in submitted]})
+    record = loaded.run_dir / "logs" / "slurm-jobs.json"
+    known = json.loads(record.read_text())["jobs"] if record.exists() else []
+    write_json(record, {"jobs": known + [{"label": label, "job_id": jid}
+                                         for label, jid in submitted]})
     return submitted
+
+
+def finish(config: Path, overlays: list[Path] | None = None, run_dir: Path | None = None,
+           ) -> list[tuple[str, str]]:
+    """The finish job: submit the next round (or the stages after the loop) when shards are
+    pending, chained to another finish job; else run `taskseed run` to finalize every stage
+    and write the summary. Returns the jobs it submitted."""
+    from taskseed.config import load_config
+    from taskseed.run import run_pipeline
+
+    overlays = list(overlays or [])
+    loaded = load_config(config, overlays, run_dir)
+    engine = _engine(loaded)
+    runs = engine.prepare()
+    if engine.loop is not None and not any(r.units() for r in runs[: engine.loop[1] + 1]):
+        short = engine.next_round()
+        if short:
+            print(f"[accept] another round for {len(short)} tasks below the target: "
+                  f"{', '.join(short)}", flush=True)
+            runs = engine.prepare()
+    jobs = [run for run in submission(engine, runs) if run.units()]
+    if jobs:
+        options = SubmitOptions.load(loaded.run_dir / "logs" / OPTIONS_FILE)
+        commands = sbatch_commands(loaded, jobs, config, overlays, options)
+        return _sbatch_chain(loaded, commands, config, overlays)
+    run_pipeline(config, overlays, run_dir)
+    return []
 
 
 
@@ -242,6 +313,13 @@ def add_slurm_commands(subparsers: argparse._SubParsersAction) -> None:
     sub.add_argument("--dry-run", action="store_true", help="print the sbatch commands only")
     sub.set_defaults(func=submit_command)
 
+    end = subparsers.add_parser("finish", help="a submission's last job: submit the next "
+                                "round or the remaining stages, else finalize and summarize")
+    end.add_argument("config", type=Path)
+    end.add_argument("--overlay", type=Path, action="append", default=[])
+    end.add_argument("--run-dir", type=Path, help="override the config's run_dir")
+    end.set_defaults(func=finish_command)
+
 
 def shard_command(args: argparse.Namespace) -> int:
     ran = run_shard(args.config, args.stage, args.shard, args.overlay, args.run_dir)
@@ -265,8 +343,14 @@ def submit_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def finish_command(args: argparse.Namespace) -> int:
+    for label, job_id in finish(args.config, args.overlay, args.run_dir):
+        print(f"submitted {label}: job {job_id}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m taskseed.slurm shard|submit ...` (the same commands as `taskseed`)."""
+    """`python -m taskseed.slurm shard|submit|finish ...` (the same commands as `taskseed`)."""
     parser = argparse.ArgumentParser(prog="taskseed", description=__doc__)
     add_slurm_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

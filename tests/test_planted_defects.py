@@ -3,7 +3,8 @@
 A smaller set than `benchmarks/bench_planted_defects.py`, from the same fixed seed: 50 of
 each defect kind (20 hanging programs, each costs the sandbox's time limit) and 600
 untouched correct items. Every deterministic kind must be caught at least 95% of the time
-and at most 2% of correct items dropped; `wrong_answer_key` is left to the model judges.
+and at most 2% of correct items dropped; `wrong_answer_key` and `truncated_stem` (a cut stem
+of a task whose seeds are cloze stems) are left to the model judges.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-TRUNCATED_RECALL = 0.6
 MIN_RECALL = 0.95
 MAX_FALSE_DROPS = 0.02
 
@@ -39,7 +39,8 @@ planted = _planted()
 def summary(seeds_root: Path) -> dict[str, Any]:
     records = planted.load_records(seeds_root, max_per_task=1000)
     items = planted.build(records, planted.default_counts(50, 600, code_hangs=20), seed=0)
-    outcomes, _ = planted.run_filters(items, code_seconds=2.0, workers=2)
+    seeds = [r for task in records.values() for r in task]
+    outcomes, _ = planted.run_filters(items, code_seconds=2.0, workers=2, seeds=seeds)
     return planted.summarize(items, outcomes)
 
 
@@ -53,11 +54,7 @@ def test_every_kind_is_planted(summary: dict[str, Any]) -> None:
 def test_recall_floor(summary: dict[str, Any], kind: str) -> None:
     row = summary["kinds"][kind]
     missed = json.dumps(row["missed_examples"][:3], indent=1)
-    # Truncation is the one deterministic kind below the 0.95 target: a cut option stem
-    # often reads as a complete one ("The sun is responsible for"). Its floor guards the
-    # 72% measured by the benchmark.
-    floor = TRUNCATED_RECALL if kind == "truncated" else MIN_RECALL
-    assert row["recall"] >= floor, (
+    assert row["recall"] >= MIN_RECALL, (
         f"{kind}: caught {row['caught']}/{row['planted']}; missed by variant "
         f"{row['missed_by_variant']}; e.g. {missed}")
 
