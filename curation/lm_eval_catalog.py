@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 from taskseed.curation.errors import TaskseedError
+from taskseed.curation.licenses import LicensePolicy, load_license_policy
 from taskseed.curation.record import Format
 from taskseed.curation.taskspec import HELD_OUT_SPLIT_NAMES, JinjaMapping, TaskSpec
 
@@ -198,8 +199,16 @@ def _spec_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def build_spec(task: CatalogTask) -> TaskSpec:
-    """A seed spec reading the task's training split from the hub with its templates."""
+def build_spec(task: CatalogTask, policy: LicensePolicy | None = None) -> TaskSpec:
+    """A seed spec reading the task's training split from the hub with its templates.
+
+    The license comes from `policy` (configs/licenses.yaml by default) when it lists the
+    dataset path; otherwise it stays "unknown" and the spec is not commercial.
+    """
+    policy = policy or load_license_policy()
+    license_id = LICENSE_UNKNOWN
+    if policy.is_listed(task.dataset_path):
+        license_id = policy.license_of(task.dataset_path, task.dataset_name)
     hub = {"path": task.dataset_path, "name": task.dataset_name}
     mapping = {
         "parser": "jinja",
@@ -213,8 +222,8 @@ def build_spec(task: CatalogTask) -> TaskSpec:
         "name": _spec_name(task.name),
         "family": task.family,
         "format": fmt,
-        "license": LICENSE_UNKNOWN,
-        "commercial": False,
+        "license": license_id,
+        "commercial": policy.commercial([license_id]),
         "source": {"dataset": task.dataset_path, "config": task.dataset_name},
         "scored_split": task.scored_split or "test",
         "train": {"split": task.training_split, "hub": {**hub, "split": task.training_split},
@@ -224,16 +233,21 @@ def build_spec(task: CatalogTask) -> TaskSpec:
     })
 
 
-def import_catalog(index: dict, roots: list[Path] | None = None) -> CatalogImport:
-    """Kept tasks deduplicated by source into one spec each (the first task name wins)."""
+def import_catalog(index: dict, roots: list[Path] | None = None,
+                   policy: LicensePolicy | None = None) -> CatalogImport:
+    """Kept tasks deduplicated by source into one spec each (the first task name wins).
+
+    Licenses come from `policy` (configs/licenses.yaml by default).
+    """
     out = catalog_tasks(index, roots)
+    policy = policy or load_license_policy()
     seen: dict[tuple[str, str | None, str], str] = {}
     for task in out.kept:
         if task.source in seen:
             out.aliases[seen[task.source]].append(task.name)
             continue
         try:
-            spec = build_spec(task)
+            spec = build_spec(task, policy)
         except ValueError as exc:
             out.excluded[task.name] = f"invalid spec: {str(exc).splitlines()[0]}"
             continue

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from math import inf
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -20,12 +19,13 @@ from taskseed.curation.errors import ConfigError
 from taskseed.curation.record import Format
 from taskseed.curation.yamlconf import read_yaml, tag_discriminator, validate
 
-_NON_COMMERCIAL = re.compile(r"(-NC\b|NC-|non[- ]?commercial|research[- ]only)", re.IGNORECASE)
-
 
 def is_commercial(license_id: str) -> bool:
-    """Whether a license allows commercial training use (NC and research-only do not)."""
-    return not _NON_COMMERCIAL.search(license_id) and license_id.strip().lower() != "unknown"
+    """Whether a license is on the commercial allowlist of configs/licenses.yaml (unknown and
+    unlisted licenses never are)."""
+    from taskseed.curation.licenses import load_license_policy
+
+    return load_license_policy().commercial([license_id])
 
 
 class Strict(BaseModel):
@@ -223,8 +223,8 @@ class TaskSpec(Strict):
 
     @model_validator(mode="after")
     def _no_leaks(self) -> TaskSpec:
-        if self.commercial is None:
-            self.commercial = is_commercial(self.license)
+        # `commercial: false` may narrow the allowlist, never widen it
+        self.commercial = is_commercial(self.license) and self.commercial is not False
         if self.train is None:
             return self
         split = self.train.split
