@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import functools
 import glob
 import gzip
 import io
@@ -242,12 +243,41 @@ def iter_file(path: Path, split: SplitSpec | None = None) -> Iterator[Row]:
     return _stream_errors(path, rows)
 
 
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the Hugging Face endpoint answers a TCP connection (once per process)."""
+    import os
+    import socket
+    from urllib.parse import urlsplit
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    url = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", url.port or 443),
+                                 timeout=timeout_s).close()
+    except OSError:
+        return False
+    return True
+
+
+def _go_offline(datasets: Any) -> None:
+    """Make `datasets` read only its local cache (no retries against an unreachable hub)."""
+    import huggingface_hub.constants
+
+    datasets.config.HF_HUB_OFFLINE = True
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+
+
 def iter_hub(hub: HubSource) -> Iterator[Row]:
-    """Rows of a hub split via `datasets.load_dataset` (needs network or a local cache)."""
+    """Rows of a hub split via `datasets.load_dataset` (needs network or a local cache; with
+    no route to the hub only the cache is read)."""
     try:
         import datasets
     except ImportError:
         raise TaskseedError("loading from the hub needs the `datasets` package") from None
+    if not Path(hub.path).exists() and not hub_reachable():
+        _go_offline(datasets)
     try:
         ds = datasets.load_dataset(hub.path, hub.name, split=hub.split, revision=hub.revision)
     except Exception as exc:  # noqa: BLE001 - any loader failure is one line for the user

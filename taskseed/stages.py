@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 
+from taskseed.curation.decontam import DecontaminateStage
 from taskseed.curation.dedup import ExactDedupStage
 from taskseed.curation.errors import TaskseedError
 from taskseed.curation.export import ExportStage
@@ -29,6 +30,7 @@ BUILTIN: tuple[type[Stage], ...] = (
     GenerateStage,
     ValidityStage,
     HeuristicsStage,
+    DecontaminateStage,
     VerifyStage,
     SelfConsistencyStage,
     LLMJudgeStage,
