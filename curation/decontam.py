@@ -8,6 +8,7 @@ every other shard, process or Slurm task loads it.
 from __future__ import annotations
 
 import fcntl
+import glob
 import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -34,7 +35,7 @@ from taskseed.curation.stage import (
     Verdict,
     drop,
 )
-from taskseed.curation.taskspec import TaskSpec
+from taskseed.curation.taskspec import TaskSpec, load_task_specs
 
 INDEX_VERSION = 1
 REASON = "eval_overlap"
@@ -50,8 +51,11 @@ class DecontamParams(StageParams):
     a held-out split found only on the hub (`try` it and report it when it cannot be read,
     `require` it, or `skip` it); `extra_eval_files`: more held-out files (rows with
     `question`, `answer` and optional `choices`, `context`, `task`, `split`), relative to
-    the seeds root; `include_seeds_report`: also check the run's seeds in the report."""
+    the seeds root; `include_seeds_report`: also check the run's seeds in the report;
+    `eval_specs`: task spec files (globs, relative to the pipeline config's folder) whose
+    held-out splits are indexed besides the run's own tasks: the whole catalog by default."""
 
+    eval_specs: list[str] = Field(default_factory=lambda: ["tasks/*.yaml"])
     ngram: int = Field(13, ge=4, le=MAX_NGRAM)
     min_matches: int = Field(1, ge=1)
     hub: Literal["try", "require", "skip"] = "try"
@@ -280,6 +284,19 @@ def seed_rows(files: list[Path]) -> Iterator[dict[str, Any]]:
         yield from pq.read_table(path, columns=TEXT_COLUMNS).to_pylist()
 
 
+def catalog_specs(patterns: list[str], context: BuildContext) -> dict[str, TaskSpec]:
+    """The run's task specs plus those of the spec files `patterns` match (the run's win)."""
+    base = context.config_dir or Path.cwd()
+    paths: list[Path] = []
+    for pattern in patterns:
+        found = sorted(Path(p) for p in glob.glob(str(base / pattern), recursive=True))
+        if not found:
+            raise TaskseedError(f"decontaminate.eval_specs: '{pattern}' matches no task spec "
+                                f"file under {base}")
+        paths += [p for p in found if p not in paths]
+    return {**load_task_specs(paths), **context.specs}
+
+
 class DecontaminateStage(FilterStage[DecontamParams]):
     """Drops records that share n-grams (or, for short eval items, all their words) with
     any held-out split of any task, naming the eval items they match."""
@@ -298,7 +315,8 @@ class DecontaminateStage(FilterStage[DecontamParams]):
 
     @classmethod
     def build(cls, params: DecontamParams, context: BuildContext) -> DecontaminateStage:
-        return cls(params, context.specs, context.seeds_root, context.run_dir, context.seeds)
+        return cls(params, catalog_specs(params.eval_specs, context), context.seeds_root,
+                   context.run_dir, context.seeds)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_index": None}

@@ -93,6 +93,7 @@ class BuildContext:
     teacher: Any = None  # the generator's backend config (see `taskseed.generation.backends`)
     models: dict[str, Any] = field(default_factory=dict)  # the named models besides teacher
     seeds: Any = None  # seed records by id: `.get(ids) -> list[Record]` (judges show them)
+    config_dir: Path | None = None  # the pipeline config's folder (relative paths in params)
 
     def model(self, name: str) -> Any:
         """The backend config of the model a config names (`teacher`, `judge`, ...)."""

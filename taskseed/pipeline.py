@@ -25,7 +25,7 @@ def build_context(loaded: LoadedConfig) -> BuildContext:
     teacher = cached(loaded.config.teacher, cache)
     models = {name: cached(cfg, cache / name) for name, cfg in loaded.config.models.items()}
     return BuildContext(loaded.specs, loaded.seeds_root, loaded.run_dir, teacher, models,
-                        RunSeeds(loaded.run_dir))
+                        RunSeeds(loaded.run_dir), loaded.path.parent)
 
 
 def build_stages(loaded: LoadedConfig) -> list[Stage]:

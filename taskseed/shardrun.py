@@ -57,6 +57,8 @@ def commit(
 
 def marked_result(stage_name: str, part: Any) -> tuple[StageResult, int]:
     """A frame stage's marked partition as kept records and rejects, and its row count."""
+    import pandas as pd
+
     from taskseed.curation.arrow import from_table
     from taskseed.curation.frames import to_arrow_records
 
@@ -65,7 +67,7 @@ def marked_result(stage_name: str, part: Any) -> tuple[StageResult, int]:
     for record, reason, detail in zip(
         records, _column(part, "_reason"), _column(part, "_detail"), strict=True
     ):
-        if reason is None or reason != reason:  # None or NaN: kept
+        if reason is None or reason != reason or reason is pd.NA:  # null: kept
             result.items.append(record)
         else:
             result.drop(stage_name, record, str(reason), str(detail or ""))

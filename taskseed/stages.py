@@ -13,6 +13,7 @@ from taskseed.curation.decontam import DecontaminateStage
 from taskseed.curation.dedup import ExactDedupStage
 from taskseed.curation.errors import TaskseedError
 from taskseed.curation.export import ExportStage
+from taskseed.curation.mix import MixStage
 from taskseed.curation.seeds import NormalizeStage, SeedStage
 from taskseed.curation.stage import Stage
 from taskseed.generation.enrich import EnrichStage
@@ -38,6 +39,7 @@ BUILTIN: tuple[type[Stage], ...] = (
     EnrichStage,
     ExactDedupStage,
     ExportStage,
+    MixStage,
 )
 
 _REGISTRY: dict[str, type[Stage]] = {cls.name: cls for cls in BUILTIN}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import subprocess
 import sys
@@ -396,33 +395,24 @@ def test_an_empty_index_keeps_everything(tmp_path):
     assert [len(m) for m in loaded.match([("a question", "an answer"), ("", "")])] == [0, 0]
 
 
-PLUGIN = """from taskseed.curation.decontam import DecontaminateStage
-from taskseed.stages import register_stage
-
-register_stage(DecontaminateStage)
-"""
 PIPE = """name: decontam
 run_dir: {run}
 seeds_root: {seeds}
 tasks: [{tasks}/gsm8k.yaml, {tasks}/piqa.yaml]
-plugins: [decontam_stage]
 executor: {{workers: 2}}
 stages:
   - {{name: seeds, max_per_task: 40, rows_per_shard: 10}}
   - {{name: normalize}}
-  - {{name: decontaminate}}
+  - {{name: decontaminate, eval_specs: ["{tasks}/*.yaml"]}}
 """
 
 
 @pytest.mark.slow
 def test_a_local_run_with_two_workers_builds_the_index_once(seeds_root, reference, tmp_path):
-    (tmp_path / "plugins").mkdir()
-    (tmp_path / "plugins" / "decontam_stage.py").write_text(PLUGIN)
     run = tmp_path / "run"
     (tmp_path / "pipe.yaml").write_text(PIPE.format(run=run, seeds=seeds_root, tasks=TASKS))
-    env = {**os.environ, "PYTHONPATH": str(tmp_path / "plugins")}
     proc = subprocess.run([sys.executable, "-m", "taskseed.cli", "run", "pipe.yaml"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (index,) = (run / "index").glob("decontam-*.npz")
     seeds = StageDir(run / "stages" / "02-normalize")
