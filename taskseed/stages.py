@@ -13,8 +13,10 @@ from taskseed.curation.decontam import DecontaminateStage
 from taskseed.curation.dedup import ExactDedupStage
 from taskseed.curation.errors import TaskseedError
 from taskseed.curation.export import ExportStage
+from taskseed.curation.fuzzy_dedup import FuzzyDedupStage
 from taskseed.curation.mix import MixStage
 from taskseed.curation.seeds import NormalizeStage, SeedStage
+from taskseed.curation.semantic import SemanticDecontamStage
 from taskseed.curation.stage import Stage
 from taskseed.generation.enrich import EnrichStage
 from taskseed.generation.generate import GenerateStage
@@ -32,12 +34,14 @@ BUILTIN: tuple[type[Stage], ...] = (
     ValidityStage,
     HeuristicsStage,
     DecontaminateStage,
+    SemanticDecontamStage,
     VerifyStage,
     SelfConsistencyStage,
     LLMJudgeStage,
     RewardStage,
     EnrichStage,
     ExactDedupStage,
+    FuzzyDedupStage,
     ExportStage,
     MixStage,
 )

@@ -38,8 +38,8 @@ def quickstart(repo, tmp_path_factory):
 
 def test_writes_nonempty_shards_with_lineage_and_license(quickstart):
     run, proc = quickstart
-    export = next((run / "stages").glob("*-export"))
-    records = [r for p in sorted(export.glob("part-*.parquet")) for r in read_parquet(p, Record)]
+    mix = next((run / "stages").glob("*-mix"))
+    records = [r for p in sorted(mix.glob("part-*.parquet")) for r in read_parquet(p, Record)]
     assert records, proc.stderr[-2000:]
     for record in records:
         assert record.origin is Origin.GENERATED
@@ -49,11 +49,13 @@ def test_writes_nonempty_shards_with_lineage_and_license(quickstart):
         assert record.lineage.prompt_template.endswith(".j2") and record.lineage.prompt_hash
         assert record.lineage.sampling is not None
         assert record.source.dataset == "taskseed/quickstart"
-    lines = [json.loads(x) for p in sorted(export.glob("*.jsonl")) for x in p.open()]
+    lines = [json.loads(x) for p in sorted(mix.glob("*/part-*.jsonl")) for x in p.open()]
     assert len(lines) == len(records)
     assert all(line["text"].strip() and line["lineage"]["seed_ids"] for line in lines)
-    manifest = json.loads((export / "manifest.json").read_text())
-    assert manifest["totals"]["records"] == len(records)
+    assert {line["dataset"] for line in lines} <= {"multiple_choice", "generative"}
+    manifest = json.loads((mix / "manifest.json").read_text())
+    assert manifest["sets"]["full"]["records"] == len(records)
+    assert manifest["sets"]["commercial"]["records"] == len(records)  # all Apache-2.0
 
 
 def test_summary_counts_every_stage_and_drop(quickstart):
@@ -62,7 +64,8 @@ def test_summary_counts_every_stage_and_drop(quickstart):
     names = [s["name"] for s in summary["stages"]]
     assert names == [
         "seeds", "normalize", "generate", "validity", "heuristics", "verify",
-        "self_consistency", "llm_judge", "enrich", "heuristics", "exact_dedup", "export",
+        "self_consistency", "llm_judge", "enrich", "heuristics", "exact_dedup", "fuzzy_dedup",
+        "mix",
     ]
     gen = summary["stages"][2]
     assert gen["counters_this_run"]["teacher_calls"] > 0
@@ -76,7 +79,7 @@ def test_summary_counts_every_stage_and_drop(quickstart):
         t["candidates"] <= 12 + 4 for t in summary["acceptance"].values())
     for stage in summary["stages"][1:]:
         assert stage["inputs"] == stage["outputs"] + sum(stage["rejects"].values()) or (
-            stage["name"] in {"generate", "export"}
+            stage["name"] in {"generate", "mix"}
         )
     assert "teacher calls this run" in proc.stdout
 
