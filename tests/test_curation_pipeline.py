@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from slurm_cluster import wait_for_jobs
 
 from taskseed.run import run_pipeline
 
@@ -152,3 +156,21 @@ def test_a_rerun_changes_nothing(planted, one):
     summary = run_pipeline(config, progress=lambda line: None)
     assert all(s["shards_run"] == 0 for s in summary["stages"])
     assert _datasets(one) == before
+
+
+def test_slurm_arrays_give_the_same_datasets(planted, one, cluster):
+    root = planted["root"]
+    config = root / "slurm.yaml"
+    run = root / "slurm-run"
+    config.write_text(PIPE.format(run=run, workers=1, rows=10, shards=2, repo=REPO))
+    done = subprocess.run(
+        [sys.executable, "-m", "taskseed.slurm", "submit", str(config), "--max-parallel", "2"],
+        cwd=root, capture_output=True, text=True, env=os.environ.copy())
+    assert done.returncode == 0, done.stderr
+    jobs = re.findall(r"^submitted (\S+): job (\d+)$", done.stdout, flags=re.MULTILINE)
+    wait_for_jobs(cluster, [job for _, job in jobs], timeout=240)
+    assert (run / "summary.json").exists(), "\n".join(
+        p.read_text()[-1500:] for p in sorted((run / "logs").glob("*.out")))
+    # every array task of decontaminate loaded the one index the first one built
+    assert len(list((run / "index").glob("decontam-*.npz"))) == 1
+    assert _datasets(run) == _datasets(one)
