@@ -76,7 +76,7 @@ def test_summary_counts_every_stage_and_drop(quickstart):
     assert summary["teacher_calls_this_run"] == sum(
         s["counters_this_run"]["teacher_calls"] for s in model_stages)
     assert summary["acceptance"] and all(
-        t["candidates"] <= 12 + 4 for t in summary["acceptance"].values())
+        t["candidates"] <= 24 + 4 for t in summary["acceptance"].values())
     for stage in summary["stages"][1:]:
         assert stage["inputs"] == stage["outputs"] + sum(stage["rejects"].values()) or (
             stage["name"] in {"generate", "mix"}
