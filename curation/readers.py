@@ -276,12 +276,15 @@ def iter_hub(hub: HubSource) -> Iterator[Row]:
         import datasets
     except ImportError:
         raise TaskseedError("loading from the hub needs the `datasets` package") from None
-    if not Path(hub.path).exists() and not hub_reachable():
+    offline = not Path(hub.path).exists() and not hub_reachable()
+    if offline:
         _go_offline(datasets)
     try:
         ds = datasets.load_dataset(hub.path, hub.name, split=hub.split, revision=hub.revision)
     except Exception as exc:  # noqa: BLE001 - any loader failure is one line for the user
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if offline:
+            first = "the hub cannot be reached and the local cache does not hold it"
         raise TaskseedError(f"hub dataset {hub.path}/{hub.name or ''}: {first}") from None
     yield from ds
 
