@@ -137,12 +137,24 @@ def placeholder(record: Record, params: HeuristicParams) -> Verdict:
     return KEEP
 
 
+# Words of an enrichment that talks about the item instead of explaining it ("The answer to
+# the question", "This is the correct answer").
+_ABOUT_ITEM = frozenset({
+    "the", "a", "an", "this", "that", "it", "is", "was", "to", "of", "for", "answer",
+    "answers", "question", "questions", "correct", "final", "right", "true", "yes", "no",
+    "option", "choice", "given", "above",
+})
+
+
 def thin_enrichment(record: Record, params: HeuristicParams) -> Verdict:
-    """Reasoning or knowledge that only restates the answer explains nothing."""
+    """Reasoning or knowledge that only restates the answer, or only speaks of "the answer"
+    and "the question", explains nothing."""
     answer = normalize_text(record.answer)
     for name in ("reasoning", "knowledge"):
         text = normalize_text(getattr(record, name))
-        if text and (text == answer or len(text.split()) < 3):
+        words = set(text.split())
+        if text and (text == answer or len(text.split()) < 3 or words <= _ABOUT_ITEM
+                     | set(answer.split())):
             return drop("thin_enrichment", f"{name}: '{getattr(record, name)[:60]}'")
     return KEEP
 

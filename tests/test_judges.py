@@ -117,6 +117,9 @@ DROPPED = {
     "too_short": rec("Capital?"),
     "too_long": rec("What " + "is the capital of France and " * 80 + "why?"),
     "answer_too_long": rec(answer="Paris " * 401),
+    "enrichment_about_the_item": rec("Does water boil faster on a high mountain?", "yes",
+                                     "yes_no", reasoning="The answer to the question",
+                                     knowledge="the answer to the question"),
 }
 REASONS = {
     "refusal": "refusal", "refusal_option": "refusal", "placeholder": "placeholder",
@@ -129,7 +132,7 @@ REASONS = {
     "yes_no_statement": "not_a_question", "free_form_statement": "not_a_question",
     "repetitive": "repetitive", "spanish": "wrong_language", "german": "wrong_language",
     "too_short": "question_too_short", "too_long": "question_too_long",
-    "answer_too_long": "answer_too_long",
+    "answer_too_long": "answer_too_long", "enrichment_about_the_item": "thin_enrichment",
 }
 KEPT = {
     "free_form": rec(),
