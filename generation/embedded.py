@@ -94,3 +94,4 @@ class EmbeddedTeacher:
     def close(self) -> None:
         if hasattr(self._llm, "close"):
             self._llm.close()
+        self._llm = None

@@ -20,8 +20,10 @@ from typing import Annotated, Any, Literal
 
 import aiohttp
 import orjson
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic_core import PydanticKnownError
 from taskseed.curation.errors import TaskseedError
+from taskseed.generation.managed_server import ServerConfig
 from taskseed.generation.replies import schema_error
 from taskseed.generation.retry import (
     Failure,
@@ -109,12 +111,14 @@ def probe_server(base_url: str, role: str, api_key_env: str, timeout_s: float) -
 class OpenAIConfig(BackendConfig):
     """Any OpenAI-compatible server (`backend: openai`): trtllm-serve, vLLM, NIM, OpenAI.
 
-    The API key is read from the environment variable named by `api_key_env`; it is never
-    part of a config.
+    Give `base_url` for a server that runs elsewhere, or `server` for one the job starts on
+    its node (`taskseed.servers.serving` fills in `base_url`). The API key is read from the
+    environment variable named by `api_key_env`; it is never part of a config.
     """
 
     backend: Literal["openai"] = "openai"
-    base_url: str
+    server: Annotated[ServerConfig | None, TRANSPORT] = None
+    base_url: str | None = Field(None, validate_default=True)
     model: str
     structured_output: StructuredOutput = "json_schema"
     api_key_env: Annotated[str, TRANSPORT] = "OPENAI_API_KEY"
@@ -127,17 +131,53 @@ class OpenAIConfig(BackendConfig):
     def _from_bool(cls, value: Any) -> Any:
         return structured_mode(value)
 
+    @field_validator("base_url")
+    @classmethod
+    def _url_or_server(cls, value: str | None, info: ValidationInfo) -> str | None:
+        managed = info.data.get("server") is not None
+        if value is None and not managed and "server" not in info.data:
+            return value  # `server` itself was invalid; that error is the one to report
+        if value is None and not managed:
+            raise PydanticKnownError("missing")
+        if value is not None and managed:
+            raise ValueError("give either `base_url` (a running server) or `server` "
+                             "(one the job starts), not both")
+        return value
+
+    def identity(self) -> dict[str, Any]:
+        """Without `server`: every non-TRANSPORT setting. With it: the server's checkpoint and
+        launch kind instead of `base_url`, the same whatever node or port serves it."""
+        identity = super().identity()
+        if self.server is not None:
+            identity.pop("base_url", None)
+            identity["server"] = {"launch": self.server.launch,
+                                  "checkpoint": self.server.checkpoint}
+        return identity
+
+    def served_at(self, base_url: str) -> OpenAIConfig:
+        """This config pointed at its running managed server."""
+        return self.model_copy(update={"base_url": base_url})
+
     def describe(self) -> str:
+        if self.base_url is None and self.server is not None:
+            return (f"a managed {self.server.launch} server for {self.server.checkpoint} "
+                    f"(model {self.model})")
         return f"{self.base_url} (model {self.model})"
+
+    def _url(self, role: str) -> str:
+        if self.base_url is None:
+            raise TaskseedError(f"{role} server is not running: {self.describe()} is started "
+                                "by the job that uses it")
+        return self.base_url
 
     def probe(self, role: str = "teacher") -> None:
         """`GET /models` once: a server that cannot be reached fails the run in one line,
         naming the server by the model's role (`teacher`, `judge`)."""
-        probe_server(self.base_url, role, self.api_key_env, self.timeout_s)
+        probe_server(self._url(role), role, self.api_key_env, self.timeout_s)
 
     def build(self) -> OpenAITeacher:
         return OpenAITeacher(
-            base_url=self.base_url,
+            base_url=self._url("teacher"),
             model=self.model,
             api_key_env=self.api_key_env,
             max_concurrency=self.max_concurrency,

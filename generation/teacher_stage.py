@@ -22,9 +22,10 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import xxhash
 from pydantic import Field
+from taskseed.curation import progress
 from taskseed.curation.errors import RowError, TaskseedError
 from taskseed.curation.stage import BatchStage, BuildContext, StageOutput, StageParams
-from taskseed.generation.backends import CHAT_CONFIGS, make_teacher
+from taskseed.generation.backends import CHAT_CONFIGS, acquire_teacher, release_teacher
 from taskseed.generation.cache import CachedTeacher, RequestCache
 from taskseed.generation.prompts import prompts_hash
 from taskseed.generation.teacher import BackendConfig, TeacherRequest, TeacherResponse
@@ -148,12 +149,14 @@ class TeacherStage(BatchStage[TP]):
         if self._teacher is None:
             cache_dir = self.teacher_cfg.cache_dir
             cache = RequestCache(Path(cache_dir)) if cache_dir else None
-            self._teacher = CachedTeacher(make_teacher(self.teacher_cfg), cache)
+            self._teacher = CachedTeacher(acquire_teacher(self.teacher_cfg), cache)
 
     def teardown(self) -> None:
         if self._teacher is not None:
-            self._teacher.close()
+            if self._teacher.cache is not None:
+                self._teacher.cache.close()
             self._teacher = None
+            release_teacher(self.teacher_cfg)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_teacher": None}
@@ -191,8 +194,20 @@ class TeacherStage(BatchStage[TP]):
         before = teacher.usage()
         out: list[TeacherResponse] = []
         size = self.params.batch_size
+        concurrency = int(getattr(self.teacher_cfg, "max_concurrency", 1))
+        progress.add(requests_planned=len(requests))
         for start in range(0, len(requests), size):
-            out.extend(teacher.generate(requests[start : start + size]))
+            batch = requests[start : start + size]
+            left = [len(batch)]
+
+            def answered(_: int, response: TeacherResponse, left: list[int] = left) -> None:
+                left[0] -= 1
+                progress.put(in_flight=min(concurrency, left[0]))
+                progress.add(requests_done=1,
+                             completion_tokens=response.usage.completion_tokens)
+
+            progress.put(in_flight=min(concurrency, len(batch)))
+            out.extend(teacher.generate(batch, answered))
         counters.update({k: v - before[k] for k, v in teacher.usage().items()})
         unanswered = [r for r in out if r.fatal]
         if unanswered:

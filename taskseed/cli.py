@@ -8,7 +8,17 @@ from pathlib import Path
 
 from taskseed.catalog_cli import add_catalog_commands
 from taskseed.curation.errors import TaskseedError
+from taskseed.inspect_cli import add_inspect_command
 from taskseed.slurm import add_slurm_commands
+
+
+def _config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overlay", type=Path, action="append", default=[],
+                        help="a per-scale overlay merged over the config (repeatable)")
+    parser.add_argument("--set", dest="sets", metavar="KEY=VALUE", action="append", default=[],
+                        help="set one value after the overlays: a dotted key and a YAML value, "
+                             "e.g. accept.target=50 or stages.generate.temperature=0.9 "
+                             "(repeatable)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -16,17 +26,17 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a pipeline config (resumes an existing run directory)")
     run.add_argument("config", type=Path)
-    run.add_argument("--overlay", type=Path, action="append", default=[],
-                     help="a per-scale overlay merged over the config (repeatable)")
+    _config_options(run)
     run.add_argument("--run-dir", type=Path, help="override the config's run_dir")
     plan = sub.add_parser("plan", help="planned teacher requests, tokens and cost of a config")
     plan.add_argument("config", type=Path)
-    plan.add_argument("--overlay", type=Path, action="append", default=[])
+    _config_options(plan)
     check = sub.add_parser("check", help="validate a pipeline config and its task specs")
     check.add_argument("config", type=Path)
-    check.add_argument("--overlay", type=Path, action="append", default=[])
+    _config_options(check)
     add_catalog_commands(sub)
     add_slurm_commands(sub)
+    add_inspect_command(sub)
     return parser
 
 
@@ -34,7 +44,7 @@ def _run(args: argparse.Namespace) -> int:
     from taskseed.run import run_pipeline
     from taskseed.summary import format_summary
 
-    summary = run_pipeline(args.config, args.overlay, args.run_dir)
+    summary = run_pipeline(args.config, args.overlay, args.run_dir, sets=args.sets)
     print(format_summary(summary))
     return 0
 
@@ -43,9 +53,12 @@ def _check(args: argparse.Namespace) -> int:
     from taskseed.config import load_config
     from taskseed.pipeline import build_stages
 
-    loaded = load_config(args.config, args.overlay)
+    loaded = load_config(args.config, args.overlay, sets=args.sets)
     stages = build_stages(loaded)
-    print(f"{args.config}: ok, {len(loaded.specs)} tasks, stages: "
+    loaded.config.slurm.check_names([s.name for s in stages], loaded.source_of("slurm"))
+    label = " + ".join(map(str, [args.config, *args.overlay]))
+    label += "".join(f" --set {item}" for item in args.sets)
+    print(f"{label}: ok, {len(loaded.specs)} tasks, stages: "
           + " -> ".join(s.name for s in stages) + f", config hash {loaded.hash[:12]}")
     return 0
 
@@ -53,7 +66,7 @@ def _check(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from taskseed.plan import format_plan, plan_run
 
-    plans, loaded = plan_run(args.config, args.overlay)
+    plans, loaded = plan_run(args.config, args.overlay, sets=args.sets)
     print(format_plan(plans, loaded))
     return 0
 

@@ -12,8 +12,10 @@ from typing import Any
 from taskseed.config import ExecutorConfig
 from taskseed.curation.errors import TaskseedError
 from taskseed.engine import Engine, StageRun
+from taskseed.progress import ProgressView
 from taskseed.shardrun import release_all
 from taskseed.summary import StageReport
+from taskseed.unitstate import tracked
 
 Progress = Callable[[str], None]
 
@@ -33,7 +35,8 @@ class UnitFailed:
 def execute_unit(run: StageRun, unit: int) -> dict[int, dict] | UnitFailed:
     """One unit of work on a Dask worker."""
     try:
-        return run.execute(unit)
+        with tracked(run.out, unit):
+            return run.execute(unit)
     except TaskseedError as err:
         return UnitFailed(str(err))
 
@@ -45,6 +48,7 @@ class LocalExecutor:
         self.cfg = cfg
         self.progress = progress
         self.reports: list[StageReport] = []
+        self.view: ProgressView | None = None
         self._cluster: Any = None
         self._client: Any = None
 
@@ -87,23 +91,39 @@ class LocalExecutor:
     def run(self, engine: Engine) -> list[StageReport]:
         """Run every stage in order, skipping units that are done; with `accept:`, run the
         loop's stages again for each round the engine adds."""
+        runs = engine.prepare()
+        live = None if self.progress is stderr_progress else False
+        self.view = ProgressView(self.progress, len(runs), live)
+        try:
+            return self._run_all(engine, runs)
+        finally:
+            self.view.close()
+
+    def _say(self, line: str) -> None:
+        if self.view is not None:
+            self.view.print(line)
+        else:
+            self.progress(line)
+
+    def _run_all(self, engine: Engine, runs: list[StageRun]) -> list[StageReport]:
         by_stage: dict[int, StageReport] = {}
         ran: dict[int, dict[int, dict]] = {}  # shards run in this invocation, per stage
-        runs = engine.prepare()
         i = 0
         while i < len(runs):
             started = time.perf_counter()
             ran.setdefault(i, {}).update(self._run_stage(engine, runs[i]))
             report = StageReport.collect(runs[i].stage.name, runs[i].out, ran[i],
                                          time.perf_counter() - started)
-            self.progress(report.line())
+            self._say(report.line())
             by_stage[i] = report
             self.reports = [by_stage[k] for k in sorted(by_stage)]
             if engine.loop is not None and i == engine.loop[1]:
                 short = engine.next_round()
+                assert self.view is not None
+                self.view.set_acceptance(engine.acceptance)
                 if short:
-                    self.progress(f"[accept] another round for {len(short)} tasks below "
-                                  f"the target: {', '.join(short)}")
+                    self._say(f"[accept] another round for {len(short)} tasks below "
+                              f"the target: {', '.join(short)}")
                     runs = engine.prepare()
                     i = engine.loop[0]
                     continue
@@ -115,9 +135,14 @@ class LocalExecutor:
         units = run.units()
         if units:
             engine.before_work(run)
-        self.progress(f"[{run.stage.name}] {run.shards} shards, {len(run.pending())} to run")
+        self._say(f"[{run.stage.name}] {run.shards} shards, {len(run.pending())} to run")
+        if self.view is not None:
+            self.view.start_stage(run.stage.name, run.out.path, len(units), run.index)
         if run.whole_dataset:
-            ran = {} if not units else run.execute(units[0])
+            ran = {}
+            if units:
+                with tracked(run.out, units[0]):
+                    ran = run.execute(units[0])
         else:
             ran = self._run_units(engine, run, units)
         self._client.run(release_all)
@@ -125,31 +150,46 @@ class LocalExecutor:
         return ran
 
     def _run_units(self, engine: Engine, run: StageRun, units: list[int]) -> dict[int, dict]:
-        """Units on the cluster's workers; the budget gate after each one that spent."""
-        from distributed import as_completed
+        """Units on the cluster's workers; the budget gate after each one that spent, and
+        the progress display refreshed while they run."""
+        from distributed import wait
 
         futures = {self._client.submit(execute_unit, run, unit, pure=False): unit
                    for unit in units}
         done: dict[int, dict] = {}
+        waiting = set(futures)
         try:
-            for future in as_completed(list(futures)):
-                unit = futures[future]
+            while waiting:
                 try:
-                    markers = future.result()
-                except Exception as exc:  # noqa: BLE001 - reported as one line with the shard
-                    raise TaskseedError(
-                        f"stage '{run.stage.name}' shard {unit} failed: "
-                        f"{type(exc).__name__}: {exc}"
-                    ) from exc
-                if isinstance(markers, UnitFailed):
-                    raise TaskseedError(markers.message)
-                done.update(markers)
-                self.progress(f"[{run.stage.name}] shard {unit} done "
-                              f"({len(done)}/{len(units)} this run)")
-                for marker in markers.values():
-                    engine.add_spend(marker, run.stage)
-                engine.check_budget(run)
+                    finished, waiting = wait(waiting, timeout=1.0,
+                                             return_when="FIRST_COMPLETED")
+                except TimeoutError:
+                    finished = set()
+                for future in finished:
+                    self._collect(engine, run, futures[future], future, done, len(units))
+                if self.view is not None:
+                    self.view.tick()
         except TaskseedError:
             self._client.cancel(list(futures))
             raise
         return done
+
+    def _collect(self, engine: Engine, run: StageRun, unit: int, future: Any,
+                 done: dict[int, dict], total: int) -> None:
+        try:
+            markers = future.result()
+        except Exception as exc:  # noqa: BLE001 - reported as one line with the shard
+            raise TaskseedError(
+                f"stage '{run.stage.name}' shard {unit} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        if isinstance(markers, UnitFailed):
+            raise TaskseedError(markers.message)
+        done.update(markers)
+        if self.view is None or not self.view.live:
+            self.progress(f"[{run.stage.name}] shard {unit} done ({len(done)}/{total} this run)")
+        if self.view is not None:
+            for marker in markers.values():
+                self.view.unit_done(marker)
+        for marker in markers.values():
+            engine.add_spend(marker, run.stage)
+        engine.check_budget(run)

@@ -51,7 +51,8 @@ def build_stages(loaded: LoadedConfig) -> list[Stage]:
         try:
             params = validate(cls.params_model, entry.model_extra or {}, loaded.path)
         except ConfigError as err:
-            raise ConfigError(str(loaded.path), f"stages[{i}].{err.key}", err.message) from None
+            key = f"stages[{i}].{err.key}"
+            raise ConfigError(loaded.source_of(key), key, err.message) from None
         try:
             stages.append(cls.build(params, context))
         except KeyError as err:

@@ -32,7 +32,7 @@ def _tokens(messages: list[dict[str, str]]) -> float:
 
 
 def plan_run(
-    config: Path, overlays: list[Path] | None = None
+    config: Path, overlays: list[Path] | None = None, sets: list[str] | None = None
 ) -> tuple[list[StagePlan], LoadedConfig]:
     """Run the stages before the first teacher stage in memory, then plan its requests.
 
@@ -40,7 +40,7 @@ def plan_run(
     later teacher stage is bounded by one request per record it can receive, each about as
     long as one example of the first stage's prompts plus its instructions.
     """
-    loaded = load_config(config, overlays)
+    loaded = load_config(config, overlays, sets=sets)
     runs = Engine.at(build_stages(loaded), loaded.run_dir).prepare(write=False)
     plans: list[StagePlan] = []
     downstream = 0
@@ -89,8 +89,10 @@ def _plan_of(plans: list[StagePlan], name: str) -> StagePlan:
 def format_plan(plans: list[StagePlan], loaded: LoadedConfig) -> str:
     """A table of planned requests, tokens and cost, and whether it fits the budget."""
     budget = loaded.config.budget
-    lines = [f"plan for {loaded.path} (teacher: {loaded.config.teacher.backend}"
-             f" {loaded.config.teacher.model or ''})".replace(" )", ")")]
+    teacher = loaded.config.teacher
+    model = getattr(teacher, "model", None)
+    label = f"{teacher.backend} {model}" if model else teacher.backend
+    lines = [f"plan for {loaded.path} (teacher: {label})"]
     lines.append(f"{'stage':10} {'requests':>9} {'with retries':>13} {'prompt tok':>11} "
                  f"{'max completion tok':>19} {'max cost USD':>13}")
     total_requests = total_tokens = 0.0

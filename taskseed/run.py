@@ -6,11 +6,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from taskseed.config import load_config
+from taskseed.config import LoadedConfig, load_config
 from taskseed.curation.errors import TaskseedError
-from taskseed.engine import Engine
+from taskseed.engine import Engine, model_of
 from taskseed.executor import LocalExecutor, Progress, stderr_progress
 from taskseed.pipeline import build_stages
+from taskseed.servers import serving
 from taskseed.summary import write_summary
 
 
@@ -19,13 +20,33 @@ def run_pipeline(
     overlays: list[Path] | None = None,
     run_dir: Path | None = None,
     progress: Progress = stderr_progress,
+    sets: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run every stage; rerunning on the same run directory only finishes what is missing."""
     start = time.perf_counter()
-    loaded = load_config(config_path, overlays, run_dir)
-    stages = build_stages(loaded)
-    engine = Engine.at(stages, loaded.run_dir, loaded.config.budget, loaded.config.accept)
+    loaded = load_config(config_path, overlays, run_dir, sets=sets)
+    engine = Engine.at(build_stages(loaded), loaded.run_dir, loaded.config.budget,
+                       loaded.config.accept)
     engine.run_dir.write_config(loaded.resolved, loaded.hash)
+    with serving(loaded, models_with_work(engine), loaded.run_dir / "logs") as served:
+        if served is not loaded:  # the stages call the servers this run started
+            engine = Engine.at(build_stages(served), served.run_dir, served.config.budget,
+                               served.config.accept)
+        return _execute(engine, served, progress, start)
+
+
+def models_with_work(engine: Engine) -> set[str]:
+    """The named models of model stages, when any stage has work left (a generate-until-N
+    loop may add a round)."""
+    runs = engine.prepare()
+    if engine.loop is None and not any(run.units() for run in runs):
+        return set()
+    return {model_of(run.stage) for run in runs if run.stage.calls_models}
+
+
+def _execute(engine: Engine, loaded: LoadedConfig, progress: Progress,
+             start: float) -> dict[str, Any]:
+    stages = engine.stages
     progress(f"run {engine.run_dir.path}: {len(stages)} stages, {len(loaded.specs)} tasks")
     executor = LocalExecutor(loaded.config.executor, progress)
     try:
@@ -36,6 +57,12 @@ def run_pipeline(
                       time.perf_counter() - start, str(err), engine.acceptance,
                       loaded.config.budget)
         raise
-    return write_summary(engine.run_dir, loaded.hash, executor.reports,
-                         time.perf_counter() - start, None, engine.acceptance,
-                         loaded.config.budget)
+    summary = write_summary(engine.run_dir, loaded.hash, executor.reports,
+                            time.perf_counter() - start, None, engine.acceptance,
+                            loaded.config.budget)
+    from taskseed.card import write_card
+
+    card = write_card(engine.run_dir.path)
+    if card is not None:
+        progress(f"dataset card: {card}")
+    return summary

@@ -1,41 +1,53 @@
-"""Slurm array executor: one array job per stage, one array task per shard, same run directory.
+"""Slurm executor: fused shard jobs, Dask-cluster frame jobs, a finish job; one run directory.
 
 `taskseed submit` prepares the run directory (config, stage fingerprints, source plans) and
-chains one `sbatch --array` job per stage with `--dependency=afterok`; a last job runs
-`taskseed.slurm finish`. `taskseed shard` is one array task: it runs one shard of one stage
-in-process.
+submits the job graph of `taskseed.jobgraph`, each job `afterok` on the one before:
 
-With `accept:` (generate until N accepted) a submission stops at the loop's last stage. Its
-finish job counts the accepted records; while tasks are short it submits the next round's
-shards of the loop as array jobs, chained to another finish job, and once the loop is done
-the stages after it. The last finish job finds every shard done and runs `taskseed run`,
-which finalizes stages and writes the summary.
+- `taskseed.slurm shard CONFIG --stage 2-5 --shard I` is one array task: shard I through
+  stages 2..5 in one process, starting the node's managed model server when a stage needs one;
+- `taskseed.slurm frame CONFIG --stage 6-8 --scheduler-file F` drives frame stages on the
+  Dask cluster its sbatch job started;
+- `taskseed.slurm finish CONFIG` submits the next round of a generate-until-N loop (or the
+  stages after it) chained to another finish job, and once nothing is pending finalizes
+  every stage and writes the summary.
+
+A rerun of `submit` submits only the units that are not done: failed, lost or never run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import taskseed
 from taskseed.curation.errors import TaskseedError
-from taskseed.engine import Engine, StageRun
+from taskseed.engine import Engine, StageRun, model_of
+from taskseed.jobgraph import Job, parse_span, plan_graph
+from taskseed.slurm_scripts import (
+    Invocation,
+    Renderer,
+    Script,
+    array_spec,
+    dry_run_script,
+    templates_dir,
+    with_dependency,
+)
+from taskseed.unitstate import tracked
 
 if TYPE_CHECKING:
     from taskseed.config import LoadedConfig
+    from taskseed.generation.managed_server import TPLaunch
 
-TEMPLATES_ENV = "TASKSEED_SLURM_TEMPLATES"
-DEFAULT_TEMPLATES = Path(taskseed.__file__).resolve().parents[1] / "slurm"
-STAGE_TEMPLATE = "stage_array.sbatch"
-FINISH_TEMPLATE = "finish.sbatch"
 OPTIONS_FILE = "slurm-submit.json"
+JOBS_FILE = "slurm-jobs.json"
+
+__all__ = ["array_spec", "submit", "run_shard", "run_frames", "finish", "main"]
 
 
 def _engine(loaded: LoadedConfig) -> Engine:
@@ -45,40 +57,161 @@ def _engine(loaded: LoadedConfig) -> Engine:
                      loaded.config.accept)
 
 
-def run_shard(
-    config: Path,
-    stage_index: int,
-    shard: int,
-    overlays: list[Path] | None = None,
-    run_dir: Path | None = None,
-) -> dict[int, dict] | None:
-    """Run unit `shard` of stage `stage_index` (1-based); None when it was already done."""
+def _load(invocation: Invocation) -> LoadedConfig:
     from taskseed.config import load_config
+
+    return load_config(invocation.config, invocation.overlays, invocation.run_dir,
+                       sets=invocation.sets)
+
+
+def _group(engine: Engine, span: str, write: bool = False) -> list[StageRun]:
+    runs = engine.prepare(write=write, require_plans=True)
+    lo, hi = parse_span(span, len(runs))
+    group = runs[lo - 1:hi]
+    shapes = {run.whole_dataset for run in group}
+    if len(shapes) > 1:
+        raise TaskseedError(f"--stage {span}: mixes frame stages with batch stages")
+    return group
+
+
+def _check_shard(run: StageRun, shard: int) -> None:
+    run.check_unit(shard)
+    if not run.whole_dataset and not 0 <= shard < max(run.shards, 1):
+        raise TaskseedError(f"stage '{run.stage.name}' has {run.shards} shards, not {shard}")
+
+
+def _print_unit(folder: str, shard: int, marker: dict | None) -> None:
+    if marker is None:
+        print(f"{folder} shard {shard}: already done, skipped", flush=True)
+    else:
+        print(f"{folder} shard {shard}: {marker['inputs']} in -> {marker['outputs']} out "
+              f"in {marker['seconds']:.1f} s", flush=True)
+
+
+def run_shard(invocation: Invocation, span: str, shard: int,
+              report: Callable[[str, int, dict | None], None] = _print_unit,
+              ) -> dict[str, dict | None]:
+    """Shard `shard` through the stages of `span` (`3` or `2-5`), each stage's result
+    committed before the next starts; done stages are skipped (None). `report` hears of
+    each stage as it ends."""
+    from taskseed.curation.frames import set_backend
+    from taskseed.servers import serving
+    from taskseed.shardrun import release_all
+
+    loaded = _load(invocation)
+    engine = _engine(loaded)
+    group = _group(engine, span)
+    for run in group:
+        _check_shard(run, shard)
+    todo = [run for run in group if not run.is_done(shard)]
+    if not todo:
+        for run in group:
+            report(run.folder, shard, None)
+        return {run.folder: None for run in group}
+    models = {model_of(run.stage) for run in todo if run.stage.calls_models}
+    logs = loaded.run_dir / "logs"
+    with serving(loaded, models, logs,
+                 gpus_per_node=loaded.config.slurm.gpus_per_node) as served:
+        if served is not loaded:  # stages that call the node's server
+            engine = _engine(served)
+            group = _group(engine, span)
+        set_backend(served.config.executor.backend)
+        done: dict[str, dict | None] = {}
+        try:
+            for run in group:
+                if run.is_done(shard):
+                    done[run.folder] = None
+                    report(run.folder, shard, None)
+                    continue
+                engine.before_work(run)
+                with tracked(run.out, shard):
+                    markers = run.execute(shard)
+                for marker in markers.values():
+                    engine.add_spend(marker, run.stage)
+                done[run.folder] = markers.get(shard)
+                report(run.folder, shard, done[run.folder])
+        finally:
+            release_all()
+    return done
+
+
+def run_frames(invocation: Invocation, span: str, scheduler_file: Path | None,
+               workers: int = 1, timeout: float = 300.0) -> dict[str, int]:
+    """Frame stages `span` on the Dask cluster of `scheduler_file` (local threads without
+    one); returns the shards each stage committed."""
     from taskseed.curation.frames import set_backend
 
-    loaded = load_config(config, overlays, run_dir)
+    loaded = _load(invocation)
     engine = _engine(loaded)
-    if not 1 <= stage_index <= len(engine.stages):
-        raise TaskseedError(f"--stage {stage_index}: the config has stages "
-                            f"1..{len(engine.stages)}")
-    run = engine.prepare(require_plans=True)[stage_index - 1]
-    run.check_unit(shard)
-    if run.is_done(shard):
-        return None
+    group = _group(engine, span)
+    if not group[0].whole_dataset:
+        raise TaskseedError(f"--stage {span}: not frame stages; run them with `shard`")
+    client = _connect(scheduler_file, workers, timeout) if scheduler_file else None
     set_backend(loaded.config.executor.backend)
-    engine.before_work(run)
-    return run.execute(shard)
+    ran: dict[str, int] = {}
+    try:
+        for run in group:
+            units = run.units()
+            if not units:
+                ran[run.folder] = 0
+                continue
+            engine.before_work(run)
+            started = time.perf_counter()
+            with tracked(run.out, 0):
+                markers = run.execute(0)
+            ran[run.folder] = len(markers)
+            print(f"{run.folder}: {len(markers)} shards in "
+                  f"{time.perf_counter() - started:.1f} s", flush=True)
+    finally:
+        if client is not None:
+            _stop_cluster(client)
+    return ran
+
+
+def _stop_cluster(client: Any) -> None:
+    """Retire the workers (their nannies too), then stop the scheduler: the srun steps of
+    the frame job end on their own."""
+    import contextlib
+    import logging
+
+    workers = list(client.scheduler_info()["workers"])
+    with contextlib.suppress(Exception):
+        client.retire_workers(workers, close_workers=True, remove=True)
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    with contextlib.suppress(Exception):
+        client.shutdown()
+
+
+def _connect(scheduler_file: Path, workers: int, timeout: float) -> Any:
+    """A client of the job's Dask cluster, once `workers` workers have joined."""
+    from distributed import Client
+
+    deadline = time.monotonic() + timeout
+    while not scheduler_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    try:
+        client = Client(scheduler_file=str(scheduler_file), timeout=f"{timeout}s")
+        client.wait_for_workers(workers, timeout=max(deadline - time.monotonic(), 1.0))
+    except (OSError, TimeoutError) as err:
+        raise TaskseedError(f"the Dask cluster of {scheduler_file} did not come up with "
+                            f"{workers} workers within {timeout:g} s: {err}") from None
+    info = client.scheduler_info()["workers"]
+    hosts = sorted({w["host"] for w in info.values()})
+    print(f"Dask cluster: {len(info)} workers on {len(hosts)} node(s) "
+          f"({', '.join(hosts)}), scheduler {client.scheduler.address}", flush=True)
+    return client
 
 
 @dataclass
 class SubmitOptions:
+    """Command-line options of `taskseed submit`, kept for the finish jobs' submissions."""
+
     partition: str | None = None
     max_parallel: int | None = None
     sbatch_args: list[str] = field(default_factory=list)
     templates: Path | None = None
 
     def save(self, path: Path) -> None:
-        """Keep the options for the finish jobs that submit later rounds."""
         from taskseed.curation.files import write_json
 
         data = {**self.__dict__, "templates": str(self.templates) if self.templates else None}
@@ -94,181 +227,150 @@ class SubmitOptions:
 
 
 def submission(engine: Engine, runs: list[StageRun]) -> list[StageRun]:
-    """The stages one submission chains: with `accept:`, the loop's stages while it has
-    pending shards, else the stages after it; without, every stage."""
+    """The stages one submission covers: with `accept:`, the loop's stages (and those
+    before it) while it has pending shards, else the stages after it; without, all."""
     if engine.loop is None:
         return runs
-    first, last = engine.loop
+    last = engine.loop[1]
     if any(run.units() for run in runs[: last + 1]):
         return runs[: last + 1]
     return runs[last + 1:]
 
 
-def plan_jobs(loaded: LoadedConfig, write: bool = True) -> list[StageRun]:
-    """The stages of the next submission with their pending units (one array task each);
-    `write=False` writes nothing to the run directory."""
-    engine = _engine(loaded)
-    if write:
-        engine.run_dir.write_config(loaded.resolved, loaded.hash)
-    return submission(engine, engine.prepare(write=write))
+def _model_config(loaded: LoadedConfig, name: str) -> Any:
+    return loaded.config.teacher if name == "teacher" else loaded.config.models.get(name)
 
 
-def array_spec(indices: list[int], max_parallel: int | None = None) -> str:
-    """`0-8`, `0,3,5-7`; with `%N` when at most N tasks may run at once."""
-    ranges: list[str] = []
-    start = prev = None
-    for i in sorted(set(indices)):
-        if start is None:
-            start = prev = i
-        elif i == prev + 1:
-            prev = i
-        else:
-            ranges.append(f"{start}-{prev}" if prev != start else str(start))
-            start = prev = i
-    if start is not None:
-        ranges.append(f"{start}-{prev}" if prev != start else str(start))
-    spec = ",".join(ranges)
-    return f"{spec}%{max_parallel}" if max_parallel else spec
+def _spanning(loaded: LoadedConfig, name: str) -> TPLaunch | None:
+    """The multi-node launch of a model whose tensor parallelism exceeds a node's GPUs."""
+    from taskseed.generation.managed_server import tensor_parallel_launch
+    from taskseed.servers import IN_PROCESS_GPU_BACKENDS
+
+    per_node = loaded.config.slurm.gpus_per_node
+    cfg = _model_config(loaded, name)
+    if not per_node or cfg is None:
+        return None
+    server = getattr(cfg, "server", None)
+    if server is not None:
+        tp = server.gpus()
+    elif getattr(cfg, "backend", None) in IN_PROCESS_GPU_BACKENDS:
+        tp = int(cfg.tensor_parallel_size)
+    else:
+        return None
+    return tensor_parallel_launch(tp, per_node) if tp > per_node else None
 
 
-def _job_env(loaded: LoadedConfig, config: Path, overlays: list[Path]) -> dict[str, str]:
-    env = {
-        "TASKSEED_CONFIG": str(config.resolve()),
-        "TASKSEED_RUN_DIR": str(loaded.run_dir.resolve()),
-        "TASKSEED_OVERLAYS": os.pathsep.join(str(p.resolve()) for p in overlays),
-        "TASKSEED_PYTHON": sys.executable,
-    }
-    for key, value in env.items():
-        if "," in value:
-            raise TaskseedError(f"{key}={value}: sbatch --export cannot pass values with commas")
-    return env
+def _gpus_of(loaded: LoadedConfig) -> Any:
+    from taskseed.servers import model_gpus
+
+    def gpus(name: str) -> int:
+        spanning = _spanning(loaded, name)
+        if spanning is not None:
+            return spanning.ntasks_per_node
+        cfg = _model_config(loaded, name)
+        return model_gpus(cfg, loaded.config.slurm.gpus_per_node) if cfg is not None else 0
+
+    return gpus
 
 
-def _export(env: dict[str, str]) -> str:
-    return "--export=ALL," + ",".join(f"{k}={v}" for k, v in env.items())
-
-
-def sbatch_commands(
-    loaded: LoadedConfig,
-    jobs: list[StageRun],
-    config: Path,
-    overlays: list[Path],
-    options: SubmitOptions,
-) -> list[tuple[str, list[str]]]:
-    """(label, sbatch argv without --dependency) per job to submit: pending stages, then finish."""
-    templates = options.templates or Path(os.environ.get(TEMPLATES_ENV) or DEFAULT_TEMPLATES)
-    for name in (STAGE_TEMPLATE, FINISH_TEMPLATE):
-        if not (templates / name).is_file():
-            raise TaskseedError(f"sbatch template {templates / name} is missing "
-                                f"(set {TEMPLATES_ENV} to the folder holding it)")
-    env = _job_env(loaded, config, overlays)
-    logs = loaded.run_dir.resolve() / "logs"
-    common = ["sbatch", "--parsable", "--kill-on-invalid-dep=yes", f"--chdir={Path.cwd()}"]
-    if options.partition:
-        common.append(f"--partition={options.partition}")
-    common += options.sbatch_args
-    prefix = f"taskseed-{loaded.config.name}"
-    commands: list[tuple[str, list[str]]] = []
+def plan_jobs(loaded: LoadedConfig, engine: Engine, runs: list[StageRun]) -> list[Job]:
+    """The job graph of the next submission."""
+    slurm = loaded.config.slurm
+    slurm.check_names([s.name for s in engine.stages], str(loaded.path))
+    jobs = plan_graph(engine, submission(engine, runs), slurm, _gpus_of(loaded))
     for job in jobs:
-        units = job.units()
-        if not units:
-            continue
-        argv = common + [
-            f"--job-name={prefix}-{job.folder}",
-            f"--array={array_spec(units, options.max_parallel)}",
-            f"--output={logs}/{job.folder}-%A_%a.out",
-            _export({**env, "TASKSEED_STAGE": str(job.index)}),
-            str(templates / STAGE_TEMPLATE),
-        ]
-        commands.append((job.folder, argv))
-    argv = common + [
-        f"--job-name={prefix}-finish",
-        f"--output={logs}/finish-%j.out",
-        _export(env),
-        str(templates / FINISH_TEMPLATE),
-    ]
-    commands.append(("finish", argv))
-    return commands
+        if job.kind == "frame" and loaded.config.executor.backend == "cudf":
+            job.resources.gpus = job.resources.gpus or 1
+        for name in job.models:
+            spanning = _spanning(loaded, name)
+            if spanning is not None:
+                job.resources.nodes = max(job.resources.nodes or 1, spanning.nodes)
+    return jobs
 
 
-def _with_dependency(argv: list[str], dependency: str | None) -> list[str]:
-    if dependency is None:
-        return argv
-    return argv[:2] + [f"--dependency=afterok:{dependency}"] + argv[2:]
+def scripts_for(loaded: LoadedConfig, jobs: list[Job], invocation: Invocation,
+                options: SubmitOptions) -> list[Script]:
+    """The sbatch scripts of `jobs` and the finish job after them."""
+    renderer = Renderer(loaded.config.slurm, invocation, loaded.config.name,
+                        templates_dir(options.templates), options.partition,
+                        list(options.sbatch_args), options.max_parallel)
+    for job in jobs:
+        prefix = _launch_prefix(loaded, job)
+        if prefix:
+            renderer.launch_prefix[job.label] = prefix
+    return [*(renderer.job(job) for job in jobs), renderer.finish()]
 
 
-def dry_run_script(commands: list[tuple[str, list[str]]]) -> str:
-    """The submission as a shell script: each job waits on the one before it."""
-    lines = ["#!/bin/bash", "set -euo pipefail"]
-    previous: str | None = None
-    for n, (label, argv) in enumerate(commands, start=1):
-        var = f"JOB{n}"
-        dep = f"${{{previous}%%;*}}" if previous else None
-        words = [shlex.quote(a) for a in argv]
-        if dep is not None:
-            words.insert(2, f"--dependency=afterok:{dep}")
-        lines.append(f"# {label}")
-        lines.append(f"{var}=$({' '.join(words)})")
-        previous = var
-    lines.append(f'echo "final job: ${{{previous}%%;*}}"')
-    return "\n".join(lines) + "\n"
+def _launch_prefix(loaded: LoadedConfig, job: Job) -> str:
+    """How a shard job starts its work step: under TensorRT-LLM's launcher (`srun --mpi=pmix
+    ... trtllm-llmapi-launch`) when an in-process model's tensor parallelism spans nodes;
+    empty for the default (`exec`, or `srun` into the container). A managed server that spans
+    nodes gets the launcher itself (`taskseed.servers.place_on_gpus`)."""
+    import shlex
+
+    for name in job.models:
+        cfg = _model_config(loaded, name)
+        spanning = _spanning(loaded, name)
+        if spanning is not None and getattr(cfg, "server", None) is None:
+            words = list(spanning.launcher)
+            container = loaded.config.slurm.container
+            if container is not None:
+                words[1:1] = container.srun_options()
+            return " ".join(shlex.quote(w) for w in words)
+    return ""
 
 
-def submit(
-    config: Path,
-    overlays: list[Path] | None = None,
-    run_dir: Path | None = None,
-    options: SubmitOptions | None = None,
-    dry_run: bool = False,
-) -> list[tuple[str, str]]:
-    """Submit the chained array jobs; returns (label, job id) per job (nothing when dry)."""
-    from taskseed.config import load_config
-    overlays = list(overlays or [])
+def submit(invocation: Invocation, options: SubmitOptions | None = None,
+           dry_run: bool = False) -> list[tuple[str, str]]:
+    """Submit the job graph; returns (label, job id) per job (nothing when dry)."""
     options = options or SubmitOptions()
-    loaded = load_config(config, overlays, run_dir)
-    jobs = plan_jobs(loaded, write=not dry_run)
-    commands = sbatch_commands(loaded, jobs, config, overlays, options)
+    loaded = _load(invocation)
+    engine = _engine(loaded)
+    if not dry_run:
+        engine.run_dir.write_config(loaded.resolved, loaded.hash)
+    runs = engine.prepare(write=not dry_run)
+    scripts = scripts_for(loaded, plan_jobs(loaded, engine, runs), invocation, options)
     if dry_run:
-        print(dry_run_script(commands), end="")
+        print(dry_run_script(scripts), end="")
         return []
     (loaded.run_dir / "logs").mkdir(parents=True, exist_ok=True)
     options.save(loaded.run_dir / "logs" / OPTIONS_FILE)
-    return _sbatch_chain(loaded, commands, config, overlays)
+    return _sbatch_chain(loaded, scripts)
 
 
-def _sbatch_chain(loaded: LoadedConfig, commands: list[tuple[str, list[str]]], config: Path,
-                  overlays: list[Path]) -> list[tuple[str, str]]:
-    """Submit `commands`, each after the one before; appends them to logs/slurm-jobs.json."""
+def _sbatch_chain(loaded: LoadedConfig, scripts: list[Script]) -> list[tuple[str, str]]:
+    """Submit each script after the one before; keeps the scripts under `slurm/` of the run
+    directory and appends the job ids to `logs/slurm-jobs.json`."""
     from taskseed.curation.files import write_json
 
-    env = {**os.environ, **_job_env(loaded, config, overlays)}
+    folder = loaded.run_dir / "slurm"
+    folder.mkdir(parents=True, exist_ok=True)
     submitted: list[tuple[str, str]] = []
     previous: str | None = None
-    for label, argv in commands:
-        argv = _with_dependency(argv, previous)
-        done = subprocess.run(argv, capture_output=True, text=True, env=env)
+    for script in scripts:
+        path = folder / f"{script.label}.sbatch"
+        path.write_text(script.text)
+        argv = ["sbatch", *with_dependency(script.options, previous), str(path)]
+        done = subprocess.run(argv, capture_output=True, text=True)
         if done.returncode != 0:
-            raise TaskseedError(f"sbatch failed for {label} ({done.returncode}): "
+            raise TaskseedError(f"sbatch failed for {script.label} ({done.returncode}): "
                                 f"{done.stderr.strip() or done.stdout.strip()}")
         previous = done.stdout.strip().split(";")[0]
-        submitted.append((label, previous))
-    record = loaded.run_dir / "logs" / "slurm-jobs.json"
+        submitted.append((script.label, previous))
+    record = loaded.run_dir / "logs" / JOBS_FILE
     known = json.loads(record.read_text())["jobs"] if record.exists() else []
-    write_json(record, {"jobs": known + [{"label": label, "job_id": jid}
-                                         for label, jid in submitted]})
+    write_json(record, {"jobs": known + [
+        {"label": label, "job_id": jid, "submitted": time.time()} for label, jid in submitted]})
     return submitted
 
 
-def finish(config: Path, overlays: list[Path] | None = None, run_dir: Path | None = None,
-           ) -> list[tuple[str, str]]:
-    """The finish job: submit the next round (or the stages after the loop) when shards are
+def finish(invocation: Invocation) -> list[tuple[str, str]]:
+    """The finish job: submit the next round (or the stages after the loop) when units are
     pending, chained to another finish job; else run `taskseed run` to finalize every stage
     and write the summary. Returns the jobs it submitted."""
-    from taskseed.config import load_config
     from taskseed.run import run_pipeline
 
-    overlays = list(overlays or [])
-    loaded = load_config(config, overlays, run_dir)
+    loaded = _load(invocation)
     engine = _engine(loaded)
     runs = engine.prepare()
     if engine.loop is not None and not any(r.units() for r in runs[: engine.loop[1] + 1]):
@@ -277,59 +379,83 @@ def finish(config: Path, overlays: list[Path] | None = None, run_dir: Path | Non
             print(f"[accept] another round for {len(short)} tasks below the target: "
                   f"{', '.join(short)}", flush=True)
             runs = engine.prepare()
-    jobs = [run for run in submission(engine, runs) if run.units()]
+    jobs = plan_jobs(loaded, engine, runs)
     if jobs:
         options = SubmitOptions.load(loaded.run_dir / "logs" / OPTIONS_FILE)
-        commands = sbatch_commands(loaded, jobs, config, overlays, options)
-        return _sbatch_chain(loaded, commands, config, overlays)
-    run_pipeline(config, overlays, run_dir)
+        return _sbatch_chain(loaded, scripts_for(loaded, jobs, invocation, options))
+    run_pipeline(invocation.config, invocation.overlays, invocation.run_dir,
+                 sets=invocation.sets)
     return []
 
 
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", type=Path)
+    parser.add_argument("--overlay", type=Path, action="append", default=[],
+                        help="a per-scale overlay merged over the config (repeatable)")
+    parser.add_argument("--set", action="append", default=[], dest="sets", metavar="KEY=VALUE",
+                        help="override one config value, e.g. accept.target=50 (repeatable)")
+    parser.add_argument("--run-dir", type=Path, help="override the config's run_dir")
+
+
+def _invocation(args: argparse.Namespace) -> Invocation:
+    run_dir = args.run_dir
+    if run_dir is None:
+        loaded = _load(Invocation(args.config, Path("."), args.overlay, args.sets))
+        run_dir = Path(loaded.config.run_dir)
+    return Invocation(args.config, run_dir, args.overlay, args.sets)
 
 
 def add_slurm_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register `shard` and `submit` on a CLI's subparsers."""
-    shard = subparsers.add_parser("shard", help="run one shard of one stage (a Slurm array task)")
-    shard.add_argument("config", type=Path)
-    shard.add_argument("--stage", type=int, required=True,
-                       help="stage number, 1-based as in stages/NN-name")
-    shard.add_argument("--shard", type=int, required=True, help="shard index (0 for frame stages)")
-    shard.add_argument("--overlay", type=Path, action="append", default=[])
-    shard.add_argument("--run-dir", type=Path, help="override the config's run_dir")
-    shard.set_defaults(func=shard_command)
+    """Register `submit`, `shard`, `frame`, `finish` and `status` on a CLI's subparsers."""
+    from taskseed.status import add_status_command
 
-    sub = subparsers.add_parser("submit", help="submit a run as chained Slurm array jobs")
-    sub.add_argument("config", type=Path)
-    sub.add_argument("--overlay", type=Path, action="append", default=[],
-                     help="a per-scale overlay merged over the config (repeatable)")
-    sub.add_argument("--run-dir", type=Path, help="override the config's run_dir")
-    sub.add_argument("--partition", help="Slurm partition for every job")
+    sub = subparsers.add_parser("submit", help="submit a run to Slurm as fused shard jobs, "
+                                "Dask-cluster frame jobs and a finish job")
+    _config_args(sub)
+    sub.add_argument("--partition", help="Slurm partition for every job (over the config's)")
     sub.add_argument("--max-parallel", type=int, default=None,
-                     help="at most this many array tasks of a stage at once (--array=...%%N)")
+                     help="at most this many array tasks of a job at once (--array=...%%N)")
     sub.add_argument("--sbatch-arg", action="append", default=[], dest="sbatch_args",
                      metavar="ARG", help="extra sbatch option for every job, e.g. "
-                     "--sbatch-arg=--gres=gpu:1 (repeatable)")
-    sub.add_argument("--dry-run", action="store_true", help="print the sbatch commands only")
+                     "--sbatch-arg=--exclusive (repeatable)")
+    sub.add_argument("--dry-run", action="store_true",
+                     help="print the job graph and each job's sbatch line and script only")
     sub.set_defaults(func=submit_command)
+
+    shard = subparsers.add_parser("shard", help="run one shard through a group of stages "
+                                  "(a Slurm array task)")
+    _config_args(shard)
+    shard.add_argument("--stage", required=True,
+                       help="stage number or range, 1-based as in stages/NN-name (2-5)")
+    shard.add_argument("--shard", type=int, required=True, help="shard index")
+    shard.add_argument("--label", help="the job's label (names its log)")
+    shard.set_defaults(func=shard_command)
+
+    frame = subparsers.add_parser("frame", help="run frame stages on a Dask cluster "
+                                  "(a frame job's driver)")
+    _config_args(frame)
+    frame.add_argument("--stage", required=True, help="frame stage number or range")
+    frame.add_argument("--scheduler-file", type=Path, help="the Dask cluster to run on")
+    frame.add_argument("--workers", type=int, default=1, help="workers to wait for")
+    frame.add_argument("--timeout", type=float, default=300.0,
+                       help="seconds to wait for the workers")
+    frame.add_argument("--label", help="the job's label")
+    frame.set_defaults(func=frame_command)
 
     end = subparsers.add_parser("finish", help="a submission's last job: submit the next "
                                 "round or the remaining stages, else finalize and summarize")
-    end.add_argument("config", type=Path)
-    end.add_argument("--overlay", type=Path, action="append", default=[])
-    end.add_argument("--run-dir", type=Path, help="override the config's run_dir")
+    _config_args(end)
     end.set_defaults(func=finish_command)
+    add_status_command(subparsers)
 
 
 def shard_command(args: argparse.Namespace) -> int:
-    ran = run_shard(args.config, args.stage, args.shard, args.overlay, args.run_dir)
-    where = f"stage {args.stage} shard {args.shard}"
-    if ran is None:
-        print(f"{where}: already done, skipped")
-    else:
-        for shard, info in sorted(ran.items()):
-            print(f"stage {args.stage} shard {shard}: {info['inputs']} in -> "
-                  f"{info['outputs']} out")
+    run_shard(_invocation(args), args.stage, args.shard)
+    return 0
+
+
+def frame_command(args: argparse.Namespace) -> int:
+    run_frames(_invocation(args), args.stage, args.scheduler_file, args.workers, args.timeout)
     return 0
 
 
@@ -337,20 +463,19 @@ def submit_command(args: argparse.Namespace) -> int:
     if args.max_parallel is not None and args.max_parallel < 1:
         raise TaskseedError("--max-parallel must be at least 1")
     options = SubmitOptions(args.partition, args.max_parallel, args.sbatch_args)
-    submitted = submit(args.config, args.overlay, args.run_dir, options, args.dry_run)
-    for label, job_id in submitted:
+    for label, job_id in submit(_invocation(args), options, args.dry_run):
         print(f"submitted {label}: job {job_id}")
     return 0
 
 
 def finish_command(args: argparse.Namespace) -> int:
-    for label, job_id in finish(args.config, args.overlay, args.run_dir):
+    for label, job_id in finish(_invocation(args)):
         print(f"submitted {label}: job {job_id}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m taskseed.slurm shard|submit|finish ...` (the same commands as `taskseed`)."""
+    """`python -m taskseed.slurm submit|shard|frame|finish|status ...`."""
     parser = argparse.ArgumentParser(prog="taskseed", description=__doc__)
     add_slurm_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

@@ -145,10 +145,13 @@ def test_slurm_runs_every_round_as_array_jobs(slurm, local):
             ["jobs"]]
     rounds = json.loads((slurm / "acceptance.json").read_text())["rounds"]
     assert rounds >= 2
-    # one generate and heuristics array job per round, then dedup and export after the loop
-    assert jobs.count("03-generate") == rounds and jobs.count("04-heuristics") == rounds
+    # seeds and normalize once; one fused generate+heuristics array job per round; then
+    # dedup on its Dask cluster and export after the loop
+    assert jobs.count("01-seeds..02") == 1
+    assert jobs.count("03-generate..04") == rounds
     assert jobs.count("05-exact_dedup") == 1 and jobs.count("06-export") == 1
-    assert jobs.index("05-exact_dedup") > max(i for i, j in enumerate(jobs) if j == "03-generate")
+    assert jobs.index("05-exact_dedup") > max(
+        i for i, j in enumerate(jobs) if j == "03-generate..04")
     assert jobs.count("finish") == rounds + 1
 
 

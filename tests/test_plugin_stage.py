@@ -139,7 +139,7 @@ def test_slurm_tasks_run_the_plugin_filter_like_the_local_executor(
     assert submitted.returncode == 0, submitted.stderr
     jobs = [line.split()[-1] for line in submitted.stdout.splitlines()
             if line.startswith("submitted ")]
-    assert len(jobs) == 5  # four stages, then finish
+    assert len(jobs) == 2  # the four stages fused in one array job, then finish
     wait_for_jobs(cluster, jobs, timeout=120)
     for folder in ("03-short_answers", "04-export"):
         assert stage_rows(run, folder) == stage_rows(local_run, folder), folder
@@ -153,5 +153,5 @@ def test_slurm_tasks_run_the_plugin_filter_like_the_local_executor(
     proc = taskseed(workspace, "shard", "pipe.yaml", "--stage", "3", "--shard", "2",
                     "--run-dir", str(run))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "stage 3 shard 2: 2 in -> " in proc.stdout
+    assert "03-short_answers shard 2: 2 in -> " in proc.stdout
     assert shard.with_suffix(".parquet").read_bytes() == before

@@ -1,4 +1,5 @@
-"""The Slurm array executor on a real one-node Slurm cluster, against the local executor."""
+"""The Slurm executor on a real one-node Slurm cluster, against the local executor: a fused
+shard job, a frame stage on the Dask cluster its own sbatch job starts, then a finish job."""
 
 from __future__ import annotations
 
@@ -112,14 +113,29 @@ def runs(cluster: SlurmCluster, config: Path) -> tuple[Path, Path, list[tuple[st
     return local, slurm, jobs
 
 
-def test_submit_chains_one_array_job_per_stage_then_finish(runs):
+JOBS = ["01-seeds..03", "04-exact_dedup", "05-export", "finish"]
+
+
+def test_submit_fuses_batch_stages_and_runs_the_frame_stage_on_its_dask_cluster(runs):
     _, slurm, jobs = runs
-    assert [label for label, _ in jobs] == [*STAGES, "finish"]
+    assert [label for label, _ in jobs] == JOBS
     recorded = json.loads((slurm / "logs" / "slurm-jobs.json").read_text())["jobs"]
     assert [(j["label"], j["job_id"]) for j in recorded] == jobs
     logs = sorted(p.name for p in (slurm / "logs").glob("*.out"))
     assert f"finish-{jobs[-1][1]}.out" in logs
-    assert sum(name.startswith("01-seeds-") for name in logs) == 4
+    # one array task per shard runs seeds, normalize and validity in turn
+    fused = sorted((slurm / "logs").glob("01-seeds..03-*.out"))
+    assert len(fused) == 4
+    for log in fused:
+        text = log.read_text()
+        assert all(f"{stage} shard" in text for stage in STAGES[:3]), text
+    # the frame job started a scheduler and two workers and ran the stage on them
+    frame = (slurm / "logs" / f"04-exact_dedup-{jobs[1][1]}.out").read_text()
+    assert "Dask cluster: 2 workers on 1 node(s)" in frame, frame
+    assert "04-exact_dedup: 2 shards" in frame
+    assert "scheduler tcp://" in frame and "Scheduler closing" in frame
+    assert sorted(p.name for p in (slurm / "slurm").glob("*.sbatch")) == [
+        f"{label}.sbatch" for label in sorted(JOBS)]
 
 
 def test_slurm_run_equals_local_run(runs):
@@ -170,32 +186,34 @@ def test_resubmitting_a_finished_run_runs_no_shard(runs, cluster, config):
 def test_shard_command_skips_a_done_shard(runs, config, capsys):
     _, slurm, _ = runs
     before = marker_digests(slurm)
-    for stage, shard in ((1, 0), (2, 3), (4, 0), (5, 1)):
-        assert main(["shard", str(config), "--stage", str(stage), "--shard", str(shard),
+    for stage, shard in (("1", 0), ("1-3", 3), ("5", 1)):
+        assert main(["shard", str(config), "--stage", stage, "--shard", str(shard),
                      "--run-dir", str(slurm)]) == 0
     out = capsys.readouterr().out
-    assert out.count("already done, skipped") == 4
+    assert out.count("already done, skipped") == 5
     assert marker_digests(slurm) == before
 
 
-def test_dry_run_prints_the_dependency_chain_and_writes_nothing(config, tmp_path, capsys):
+def test_dry_run_prints_the_job_graph_and_writes_nothing(config, tmp_path, capsys):
     run = tmp_path / "never-made"
     assert main(["submit", str(config), "--run-dir", str(run), "--dry-run",
                  "--max-parallel", "2", "--partition", "cpu"]) == 0
     script = capsys.readouterr().out
     assert not run.exists()
-    jobs = re.findall(r"^(JOB\d+)=\$\(sbatch (.*)\)$", script, flags=re.MULTILINE)
-    assert [var for var, _ in jobs] == [f"JOB{i}" for i in range(1, 7)]
+    jobs = re.findall(r"^(JOB\d+)=\$\(sbatch (.*) <<'SBATCH'$", script, flags=re.MULTILINE)
+    assert [var for var, _ in jobs] == [f"JOB{i}" for i in range(1, 5)]
     arrays = [re.search(r"--array=(\S+)", argv) for _, argv in jobs]
-    assert [m.group(1) if m else None for m in arrays] == ["0-3%2", "0-3%2", "0-3%2", "0%2",
-                                                          "0-1%2", None]
+    assert [m.group(1) if m else None for m in arrays] == ["0-3%2", None, "0-1%2", None]
     for i, (_, argv) in enumerate(jobs):
         assert "--parsable" in argv and "--partition=cpu" in argv
         dep = re.search(r"--dependency=afterok:\$\{(JOB\d+)%%;\*\}", argv)
         assert (dep.group(1) if dep else None) == (f"JOB{i}" if i else None)
-    assert "TASKSEED_STAGE=4" in jobs[3][1] and "stage_array.sbatch" in jobs[3][1]
-    assert "finish.sbatch" in jobs[5][1] and "TASKSEED_STAGE" not in jobs[5][1]
-    assert f"--output={run}/logs/02-normalize-%A_%a.out" in jobs[1][1]
+    assert "--stage 1-3 --label 01-seeds..03" in script
+    assert "frame job, exact_dedup on a Dask cluster of 1 node(s), 2 workers" in script
+    assert "-m dask worker --nworkers 2" in script and "--stage 4 --label 04-exact_dedup" in script
+    assert f"--output={run.resolve()}/logs/01-seeds..03-%A_%a.out" in jobs[0][1]
+    # the printed script is valid shell
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
 
 
 def test_dry_run_after_a_lost_shard_submits_only_that_shard(runs, config, capsys):
@@ -203,26 +221,27 @@ def test_dry_run_after_a_lost_shard_submits_only_that_shard(runs, config, capsys
     (slurm / "stages" / "02-normalize" / "part-00003.done").unlink()
     assert main(["submit", str(config), "--run-dir", str(slurm), "--dry-run"]) == 0
     script = capsys.readouterr().out
-    jobs = re.findall(r"^# (\S+)\nJOB\d+=\$\(sbatch (.*)\)$", script, flags=re.MULTILINE)
-    assert [label for label, _ in jobs] == ["02-normalize", "finish"]
+    jobs = re.findall(r"^# (\S+)\nJOB\d+=\$\(sbatch (.*) <<'SBATCH'$", script,
+                      flags=re.MULTILINE)
+    assert [label for label, _ in jobs] == ["01-seeds..03", "finish"]
     assert "--array=3 " in jobs[0][1]
-    assert main(["shard", str(config), "--stage", "2", "--shard", "3",
+    assert main(["shard", str(config), "--stage", "1-3", "--shard", "3",
                  "--run-dir", str(slurm)]) == 0
     assert (slurm / "stages" / "02-normalize" / "part-00003.done").exists()
 
 
 def test_source_shard_needs_the_plan(config, tmp_path, capsys):
-    code = main(["shard", str(config), "--stage", "1", "--shard", "0",
+    code = main(["shard", str(config), "--stage", "1-3", "--shard", "0",
                  "--run-dir", str(tmp_path / "unplanned")])
     assert code == 2
     assert "plan.json is missing" in capsys.readouterr().err
 
 
-def test_frame_stage_runs_as_shard_zero_only(config, tmp_path, capsys):
-    code = main(["shard", str(config), "--stage", "4", "--shard", "1",
+def test_a_group_cannot_mix_frame_and_batch_stages(config, tmp_path, capsys):
+    code = main(["shard", str(config), "--stage", "3-5", "--shard", "0",
                  "--run-dir", str(tmp_path / "frame")])
     assert code == 2
-    assert "run it as --shard 0" in capsys.readouterr().err
+    assert "mixes frame stages with batch stages" in capsys.readouterr().err
 
 
 def test_array_spec_compresses_indices():

