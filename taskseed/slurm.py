@@ -210,11 +210,13 @@ class SubmitOptions:
     max_parallel: int | None = None
     sbatch_args: list[str] = field(default_factory=list)
     templates: Path | None = None
+    force: bool = False  # submit although jobs of the run are still queued
 
     def save(self, path: Path) -> None:
         from taskseed.curation.files import write_json
 
         data = {**self.__dict__, "templates": str(self.templates) if self.templates else None}
+        data.pop("force")
         write_json(path, data)
 
     @classmethod
@@ -325,6 +327,8 @@ def submit(invocation: Invocation, options: SubmitOptions | None = None,
     """Submit the job graph; returns (label, job id) per job (nothing when dry)."""
     options = options or SubmitOptions()
     loaded = _load(invocation)
+    if not dry_run and not options.force:
+        _refuse_while_queued(loaded.run_dir)
     engine = _engine(loaded)
     if not dry_run:
         engine.run_dir.write_config(loaded.resolved, loaded.hash)
@@ -336,6 +340,22 @@ def submit(invocation: Invocation, options: SubmitOptions | None = None,
     (loaded.run_dir / "logs").mkdir(parents=True, exist_ok=True)
     options.save(loaded.run_dir / "logs" / OPTIONS_FILE)
     return _sbatch_chain(loaded, scripts)
+
+
+def _refuse_while_queued(run_dir: Path) -> None:
+    """A second submission while the first one's jobs are queued would run units twice."""
+    from taskseed.status import live_slurm_ids
+
+    record = run_dir / "logs" / JOBS_FILE
+    live = live_slurm_ids()
+    if not record.exists() or not live:
+        return
+    jobs = [j["job_id"] for j in json.loads(record.read_text())["jobs"]]
+    queued = [job for job in jobs if job in live or any(i.startswith(f"{job}_") for i in live)]
+    if queued:
+        raise TaskseedError(f"{run_dir}: jobs of this run are still queued or running "
+                            f"({', '.join(queued)}); wait for them (`taskseed status "
+                            f"{run_dir}`) or scancel them, then submit again (or --force)")
 
 
 def _sbatch_chain(loaded: LoadedConfig, scripts: list[Script]) -> list[tuple[str, str]]:
@@ -418,6 +438,8 @@ def add_slurm_commands(subparsers: argparse._SubParsersAction) -> None:
     sub.add_argument("--sbatch-arg", action="append", default=[], dest="sbatch_args",
                      metavar="ARG", help="extra sbatch option for every job, e.g. "
                      "--sbatch-arg=--exclusive (repeatable)")
+    sub.add_argument("--force", action="store_true",
+                     help="submit even while jobs of this run are still queued or running")
     sub.add_argument("--dry-run", action="store_true",
                      help="print the job graph and each job's sbatch line and script only")
     sub.set_defaults(func=submit_command)
@@ -462,7 +484,8 @@ def frame_command(args: argparse.Namespace) -> int:
 def submit_command(args: argparse.Namespace) -> int:
     if args.max_parallel is not None and args.max_parallel < 1:
         raise TaskseedError("--max-parallel must be at least 1")
-    options = SubmitOptions(args.partition, args.max_parallel, args.sbatch_args)
+    options = SubmitOptions(args.partition, args.max_parallel, args.sbatch_args,
+                            force=args.force)
     for label, job_id in submit(_invocation(args), options, args.dry_run):
         print(f"submitted {label}: job {job_id}")
     return 0

@@ -49,7 +49,7 @@ class StageStatus:
                 **{state: array_spec(units) for state, units in self.units.items()}}
 
 
-def _live_slurm_ids() -> set[str] | None:
+def live_slurm_ids() -> set[str] | None:
     """Job and array-task ids Slurm still knows (None: no Slurm here)."""
     if shutil.which("squeue") is None:
         return None
@@ -110,7 +110,7 @@ def unit_state(run: StageRun, unit: int, live: set[str] | None) -> tuple[str, Un
 
 
 def collect(runs: list[StageRun]) -> tuple[list[StageStatus], list[UnitFailure]]:
-    live = _live_slurm_ids()
+    live = live_slurm_ids()
     stages: list[StageStatus] = []
     failures: list[UnitFailure] = []
     for run in runs:

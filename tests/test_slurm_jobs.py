@@ -149,6 +149,9 @@ def test_resubmission_reruns_only_the_failed_task(failed_once, cluster, workspac
     assert dry.returncode == 0 and "--array=1 " in dry.stdout, dry.stdout
     jobs = submitted(cli(workspace, "submit", "pipe.yaml"))
     assert [label for label, _ in jobs] == ["01-seeds..04", "finish"]
+    again = cli(workspace, "submit", "pipe.yaml")  # while those jobs are queued
+    assert again.returncode == 2 and "still queued or running" in again.stderr, again.stderr
+    assert jobs[-1][1] in again.stderr
     wait_for_jobs(cluster, [job for _, job in jobs], timeout=120)
     logs = sorted(p.name for p in (run / "logs").glob(f"01-seeds..04-{jobs[0][1]}_*.out"))
     assert logs == [f"01-seeds..04-{jobs[0][1]}_1.out"]
