@@ -15,15 +15,13 @@ from typing import Any
 
 import pytest
 
-from taskseed.card import (
+from taskseed.card import limits_section, models_used, write_card
+from taskseed.card_data import (
     CARD,
     final_data,
     hub_license,
     license_metadata,
-    limits_section,
-    models_used,
     size_category,
-    write_card,
 )
 
 REPO = Path(__file__).resolve().parents[1]
