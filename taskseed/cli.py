@@ -9,6 +9,7 @@ from pathlib import Path
 from taskseed.catalog_cli import add_catalog_commands
 from taskseed.curation.errors import TaskseedError
 from taskseed.inspect_cli import add_inspect_command
+from taskseed.report_cli import add_report_command
 from taskseed.slurm import add_slurm_commands
 
 
@@ -37,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     add_catalog_commands(sub)
     add_slurm_commands(sub)
     add_inspect_command(sub)
+    add_report_command(sub)
     return parser
 
 
@@ -46,6 +48,10 @@ def _run(args: argparse.Namespace) -> int:
 
     summary = run_pipeline(args.config, args.overlay, args.run_dir, sets=args.sets)
     print(format_summary(summary))
+    if "card" in summary:
+        print(f"dataset card: {summary['card']}")
+    if "report" in summary:
+        print(f"report: {summary['report']}")
     return 0
 
 

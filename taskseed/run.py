@@ -60,9 +60,20 @@ def _execute(engine: Engine, loaded: LoadedConfig, progress: Progress,
     summary = write_summary(engine.run_dir, loaded.hash, executor.reports,
                             time.perf_counter() - start, None, engine.acceptance,
                             loaded.config.budget)
-    from taskseed.card import write_card
+    return {**summary, **_write_views(engine.run_dir.path, progress)}
 
-    card = write_card(engine.run_dir.path)
+
+def _write_views(run_dir: Path, progress: Progress) -> dict[str, str]:
+    """The dataset card beside the final data and the run report; their paths."""
+    from taskseed.card import write_card
+    from taskseed.report import write_report
+
+    views: dict[str, str] = {}
+    card = write_card(run_dir)
     if card is not None:
-        progress(f"dataset card: {card}")
-    return summary
+        views["card"] = str(card)
+    try:
+        views["report"] = str(write_report(run_dir))
+    except TaskseedError as err:
+        progress(f"the run report was not written: {err}")
+    return views
