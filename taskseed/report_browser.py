@@ -87,10 +87,12 @@ def page_layout(page: Path, width: int = PAGE_WIDTH) -> dict[str, Any]:
     return json.loads(html.unescape(found.group(1)))
 
 
-def screenshot(page: Path, png: Path, width: int = PAGE_WIDTH) -> dict[str, Any]:
-    """Render the whole page into `png` at `width` CSS pixels; the page layout."""
+def screenshot(page: Path, png: Path, width: int = PAGE_WIDTH,
+               height: int | None = None) -> dict[str, Any]:
+    """Render the page into `png` at `width` CSS pixels, whole or its top `height` pixels;
+    the page layout."""
     layout = page_layout(page, width)
-    height = min(int(layout["height"]), MAX_PAGE_HEIGHT)
+    height = min(int(layout["height"]), height or MAX_PAGE_HEIGHT, MAX_PAGE_HEIGHT)
     png = Path(png).resolve()
     png.parent.mkdir(parents=True, exist_ok=True)
     png.unlink(missing_ok=True)

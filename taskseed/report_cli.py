@@ -14,7 +14,7 @@ def _report_command(args: argparse.Namespace) -> int:
     path = write_report(args.run, args.out, args.samples)
     print(f"report: {path}")
     if args.screenshot is not None:
-        screenshot(path, args.screenshot)
+        screenshot(path, args.screenshot, height=args.screenshot_height)
         print(f"screenshot: {args.screenshot}")
     return 0
 
@@ -29,5 +29,7 @@ def add_report_command(subparsers: Any) -> argparse.ArgumentParser:
                         help="sample records per task and per drop reason (default 3)")
     parser.add_argument("--screenshot", type=Path, metavar="PNG",
                         help="also render the report with headless Chromium into a PNG")
+    parser.add_argument("--screenshot-height", type=int, metavar="PX",
+                        help="only the top PX pixels of the page in the screenshot")
     parser.set_defaults(func=_report_command)
     return parser

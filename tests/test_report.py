@@ -210,3 +210,15 @@ def test_a_folder_that_is_not_a_run_directory_is_a_one_line_error(tmp_path, case
 def test_a_negative_sample_count_is_refused(run, tmp_path):
     with pytest.raises(TaskseedError, match="--samples"):
         cli(str(run), "--out", str(tmp_path / "r.html"), "--samples", "-1")
+
+
+def test_a_screenshot_can_be_the_top_of_the_page(rendered, tmp_path):
+    from PIL import Image
+
+    page, full = rendered
+    from taskseed.report_browser import screenshot
+
+    top = tmp_path / "top.png"
+    screenshot(page, top, height=700)
+    assert Image.open(top).size == (1280, 700)
+    assert Image.open(full).size[1] > 700
