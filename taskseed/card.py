@@ -54,6 +54,14 @@ def write_card(run_dir: Path) -> Path | None:
     return path
 
 
+def _plural(n: int, word: str) -> str:
+    return word if n == 1 else word + "s"
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {_plural(n, word)}"
+
+
 def md_table(header: list[str], rows: Iterable[Iterable[Any]]) -> str:
     """A Markdown table; `|` and line breaks in cells are escaped."""
     def cell(value: Any) -> str:
@@ -110,13 +118,15 @@ def summary_section(name: str, run_dir: Path, data: FinalData, sources: list[dic
     records = sum(r["records"] for r in sources)
     generated = sum(r["generated"] for r in sources)
     tokens = data.manifest.get("sets", {}).get("full", {}).get("tokens")
+    datasets = len({r["dataset"] for r in sources})
     lines = [
         f"# {name}",
         "",
         "Question-answer examples rendered as training text for LLM pretraining, made by "
-        f"taskseed from the training splits of {len({r['dataset'] for r in sources})} public "
-        f"task datasets: {records - generated} seed records and {generated} records a teacher "
-        "model generated from seeds, kept by the stages under Processing.",
+        f"taskseed from the training {_plural(datasets, 'split')} of {datasets} public task "
+        f"{_plural(datasets, 'dataset')}: {_count(records - generated, 'seed record')} and "
+        f"{_count(generated, 'record')} a teacher model generated from seeds, kept by the "
+        "stages under Processing.",
         "",
         f"- **Run:** `{run_dir.name}`, final stage `{data.folder.name}` ({data.kind})",
         f"- **Config hash:** `{config_hash or 'unknown'}` (the run's `config.yaml` holds the "
