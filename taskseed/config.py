@@ -271,7 +271,8 @@ def load_config(
     resolved["tasks"] = [os.path.relpath(p, Path.cwd()) for p in task_files]
     resolved["specs"] = {name: spec.model_dump(mode="json") for name, spec in specs.items()}
     digest = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()
-    resolved["provenance"] = {"config": str(path), "overlays": [str(p) for p in overlays or []],
+    resolved["provenance"] = {"config": str(Path(path).resolve()),
+                              "overlays": [str(Path(p).resolve()) for p in overlays or []],
                               "sets": list(sets or [])}
     target = run_dir or Path(config.run_dir)
     return LoadedConfig(path, config, resolved, digest, target, seeds_root, specs, layers)
