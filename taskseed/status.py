@@ -43,6 +43,7 @@ class StageStatus:
     folder: str
     shards: int
     units: dict[str, list[int]] = field(default_factory=lambda: {s: [] for s in STATES})
+    live: dict[str, float] = field(default_factory=dict)  # summed over running units
 
     def as_dict(self) -> dict[str, Any]:
         return {"stage": self.folder, "shards": self.shards,
@@ -128,6 +129,10 @@ def collect(runs: list[StageRun]) -> tuple[list[StageStatus], list[UnitFailure]]
                 state, failure = unit_state(run, unit, live)
                 status.units[state].append(unit)
                 failures += [failure] if failure else []
+                if state == "running":
+                    counts = (read(running_path(run.out, unit)) or {}).get("live") or {}
+                    for key, value in counts.items():
+                        status.live[key] = status.live.get(key, 0) + value
         stages.append(status)
     return stages, failures
 
@@ -158,7 +163,12 @@ def format_status(run_dir: Path, stages: list[StageStatus], failures: list[UnitF
         lines.append(f"{s.folder:<{width}}  {s.shards:>6}  {counts}")
         for state in ("running", "failed"):
             if s.units[state]:
-                lines.append(f"{'':<{width}}  {state}: shards {array_spec(s.units[state])}")
+                line = f"{'':<{width}}  {state}: shards {array_spec(s.units[state])}"
+                if state == "running" and s.live.get("requests_planned"):
+                    line += (f" ({int(s.live.get('requests_done', 0))}/"
+                             f"{int(s.live['requests_planned'])} requests answered, "
+                             f"{int(s.live.get('in_flight', 0))} in flight)")
+                lines.append(line)
     for f in failures:
         lines.append(f"failed: {f.stage} shard {f.unit} ({f.where}): {f.reason}")
         if f.log:

@@ -110,3 +110,21 @@ def test_on_a_terminal_the_display_is_live_and_log_lines_go_above_it(tmp_path, c
     err = capsys.readouterr().err
     assert "[generate] 2 shards (1 run now)" in err
     assert "generate" in err and "1/2" in err and "4 in -> 2 out" in err
+
+
+def test_status_shows_the_live_counts_of_running_shards(tmp_path, server, capsys):
+    import os
+    import socket
+
+    from taskseed.cli import main
+
+    run_pipeline(config(tmp_path, server.base_url), progress=lambda line: None)
+    generate = tmp_path / "run" / "stages" / "03-generate"
+    (generate / "part-00000.done").unlink()
+    (generate / "part-00000.running").write_text(json.dumps({
+        "host": socket.gethostname(), "pid": os.getpid(),
+        "live": {"requests_planned": 6, "requests_done": 3, "in_flight": 2}}))
+    assert main(["status", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "running: shards 0 (3/6 requests answered, 2 in flight)" in out, out
+    assert re.search(r"^03-generate\s+\d+\s+\d+\s+1\s+0\s+0$", out, flags=re.MULTILINE), out
