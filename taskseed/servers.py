@@ -13,10 +13,35 @@ from typing import Any
 
 from taskseed.config import LoadedConfig
 from taskseed.curation.errors import TaskseedError
-from taskseed.generation.managed_server import ManagedServer, ServerConfig, tensor_parallel_launch
+from taskseed.generation.managed_server import (
+    ManagedServer,
+    ServerConfig,
+    TPLaunch,
+    tensor_parallel_launch,
+)
 
 TEACHER = "teacher"
 IN_PROCESS_GPU_BACKENDS = ("tensorrt_llm", "tensorrt_llm_reward")
+
+
+def model_config(loaded: LoadedConfig, name: str) -> Any:
+    """The config of a named model: `teacher` or a key of `models:` (None: unknown)."""
+    return loaded.config.teacher if name == TEACHER else loaded.config.models.get(name)
+
+
+def spanning_launch(cfg: Any, gpus_per_node: int | None) -> TPLaunch | None:
+    """The multi-node launch of a model whose tensor parallelism exceeds a node's GPUs: an
+    in-process TensorRT-LLM model or a managed trtllm-serve (None: it fits one node)."""
+    if not gpus_per_node:
+        return None
+    server = getattr(cfg, "server", None)
+    if isinstance(server, ServerConfig):
+        tp = server.gpus() if server.launch == "trtllm-serve" else 0
+    elif getattr(cfg, "backend", None) in IN_PROCESS_GPU_BACKENDS:
+        tp = int(cfg.tensor_parallel_size)
+    else:
+        return None
+    return tensor_parallel_launch(tp, gpus_per_node) if tp > gpus_per_node else None
 
 
 def model_gpus(cfg: Any, gpus_per_node: int | None = None) -> int:
@@ -24,14 +49,14 @@ def model_gpus(cfg: Any, gpus_per_node: int | None = None) -> int:
 
     `tensor_parallel_size` of an in-process TensorRT-LLM model or of a managed server
     (llama-cpp: 0); 0 for remote endpoints and the embedded CPU model. With `gpus_per_node`,
-    a managed trtllm-serve larger than a node counts its share per node.
+    a model larger than a node counts its share per node.
     """
+    spanning = spanning_launch(cfg, gpus_per_node)
+    if spanning is not None:
+        return spanning.ntasks_per_node
     server = getattr(cfg, "server", None)
     if isinstance(server, ServerConfig):
-        gpus = server.gpus()
-        if gpus_per_node and server.launch == "trtllm-serve" and gpus > gpus_per_node:
-            return tensor_parallel_launch(gpus, gpus_per_node).ntasks_per_node
-        return gpus
+        return server.gpus()
     if getattr(cfg, "backend", None) in IN_PROCESS_GPU_BACKENDS:
         return int(cfg.tensor_parallel_size)
     return 0
@@ -39,7 +64,8 @@ def model_gpus(cfg: Any, gpus_per_node: int | None = None) -> int:
 
 def managed_models(loaded: LoadedConfig) -> dict[str, ServerConfig]:
     """`teacher` and the `models:` keys whose config has a `server`, teacher first."""
-    configs = {TEACHER: loaded.config.teacher, **loaded.config.models}
+    names = [TEACHER, *loaded.config.models]
+    configs = {name: model_config(loaded, name) for name in names}
     return {name: cfg.server for name, cfg in configs.items()
             if isinstance(getattr(cfg, "server", None), ServerConfig)}
 
@@ -112,11 +138,10 @@ def serving(loaded: LoadedConfig, names: set[str], log_dir: Path, *,
         return
     wanted = place_on_gpus(wanted, os.environ.get("CUDA_VISIBLE_DEVICES"), gpus_per_node)
     host = socket.gethostname()
-    configs = {TEACHER: loaded.config.teacher, **loaded.config.models}
     with ExitStack() as stack:
         running: dict[str, ManagedServer] = {}
         for name, server in wanted.items():
-            managed = ManagedServer(server, configs[name].model,
+            managed = ManagedServer(server, model_config(loaded, name).model,
                                     Path(log_dir) / f"server-{name}-{host}.log")
             stack.callback(_stop, name, managed)
             running[name] = managed

@@ -239,40 +239,20 @@ def submission(engine: Engine, runs: list[StageRun]) -> list[StageRun]:
     return runs[last + 1:]
 
 
-def _model_config(loaded: LoadedConfig, name: str) -> Any:
-    return loaded.config.teacher if name == "teacher" else loaded.config.models.get(name)
-
-
-def _spanning(loaded: LoadedConfig, name: str) -> TPLaunch | None:
-    """The multi-node launch of a model whose tensor parallelism exceeds a node's GPUs."""
-    from taskseed.generation.managed_server import tensor_parallel_launch
-    from taskseed.servers import IN_PROCESS_GPU_BACKENDS
-
-    per_node = loaded.config.slurm.gpus_per_node
-    cfg = _model_config(loaded, name)
-    if not per_node or cfg is None:
-        return None
-    server = getattr(cfg, "server", None)
-    if server is not None:
-        tp = server.gpus()
-    elif getattr(cfg, "backend", None) in IN_PROCESS_GPU_BACKENDS:
-        tp = int(cfg.tensor_parallel_size)
-    else:
-        return None
-    return tensor_parallel_launch(tp, per_node) if tp > per_node else None
-
-
 def _gpus_of(loaded: LoadedConfig) -> Any:
-    from taskseed.servers import model_gpus
+    from taskseed.servers import model_config, model_gpus
 
     def gpus(name: str) -> int:
-        spanning = _spanning(loaded, name)
-        if spanning is not None:
-            return spanning.ntasks_per_node
-        cfg = _model_config(loaded, name)
+        cfg = model_config(loaded, name)
         return model_gpus(cfg, loaded.config.slurm.gpus_per_node) if cfg is not None else 0
 
     return gpus
+
+
+def _spanning(loaded: LoadedConfig, name: str) -> TPLaunch | None:
+    from taskseed.servers import model_config, spanning_launch
+
+    return spanning_launch(model_config(loaded, name), loaded.config.slurm.gpus_per_node)
 
 
 def plan_jobs(loaded: LoadedConfig, engine: Engine, runs: list[StageRun]) -> list[Job]:
@@ -310,10 +290,11 @@ def _launch_prefix(loaded: LoadedConfig, job: Job) -> str:
     nodes gets the launcher itself (`taskseed.servers.place_on_gpus`)."""
     import shlex
 
+    from taskseed.servers import model_config
+
     for name in job.models:
-        cfg = _model_config(loaded, name)
         spanning = _spanning(loaded, name)
-        if spanning is not None and getattr(cfg, "server", None) is None:
+        if spanning is not None and getattr(model_config(loaded, name), "server", None) is None:
             words = list(spanning.launcher)
             container = loaded.config.slurm.container
             if container is not None:
