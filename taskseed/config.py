@@ -85,7 +85,9 @@ def merge_config(
 ) -> dict[str, Any]:
     """`patch` over `base`: mappings merge key by key, lists and scalars are replaced.
 
-    A teacher or named model whose `backend` changes is replaced, not merged. `stages:` given
+    A teacher or named model whose `backend` changes is replaced, not merged; one that gets
+    `base_url` loses the base's `server`, and the other way round; a `server` whose `launch`
+    changes is replaced. `stages:` given
     as a mapping patches every stage of the list with that name (`{generate: {...}}`); given
     as a list it replaces the list. `where` names the patch in errors.
     """
@@ -97,8 +99,13 @@ def merge_config(
             out[key] = _patch_stages(current, value, where)
         elif isinstance(value, dict) and isinstance(current, dict) and not (
             _tagged(here) and _switches_tag(current, value)
-        ):
+        ) and not (_tagged(path) and key == "server" and "launch" in value
+                   and value["launch"] != current.get("launch")):
             out[key] = merge_config(current, value, where, here)
+            if _tagged(here):  # a running server (base_url) or one the job starts (server)
+                for given, other in (("base_url", "server"), ("server", "base_url")):
+                    if given in value and other not in value:
+                        out[key].pop(other, None)
         else:
             out[key] = copy.deepcopy(value)
     return out

@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from taskseed.config import ExecutorConfig
@@ -51,15 +52,23 @@ class LocalExecutor:
         self.view: ProgressView | None = None
         self._cluster: Any = None
         self._client: Any = None
+        self._dask_config: Any = None
+        self._deaths: Any = None
+        self._log_dir: Path | None = None
 
     def __enter__(self) -> LocalExecutor:
+        import dask
         from distributed import Client, LocalCluster
 
         from taskseed.curation.frames import set_backend
+        from taskseed.worker_crash import DASK_CONFIG, DeathWatch
 
         set_backend(self.cfg.backend)
         logging.getLogger("distributed").setLevel(logging.ERROR)
+        self._dask_config = dask.config.set(DASK_CONFIG)
         self._cluster = self._make_cluster(LocalCluster)
+        self._deaths = DeathWatch()
+        self._deaths.install()
         self._client = Client(self._cluster)
         return self
 
@@ -87,11 +96,19 @@ class LocalExecutor:
             self._client.close()
         if self._cluster is not None:
             self._cluster.close()
+        if self._deaths is not None:
+            self._deaths.uninstall()
+        if self._dask_config is not None:
+            self._dask_config.__exit__(None, None, None)
 
     def run(self, engine: Engine) -> list[StageReport]:
         """Run every stage in order, skipping units that are done; with `accept:`, run the
         loop's stages again for each round the engine adds."""
+        from taskseed.worker_crash import StderrToLog
+
         runs = engine.prepare()
+        self._log_dir = engine.run_dir.path / "logs"
+        self._client.register_plugin(StderrToLog(str(self._log_dir)), name=StderrToLog.name)
         live = None if self.progress is stderr_progress else False
         self.view = ProgressView(self.progress, len(runs), live)
         try:
@@ -176,8 +193,19 @@ class LocalExecutor:
 
     def _collect(self, engine: Engine, run: StageRun, unit: int, future: Any,
                  done: dict[int, dict], total: int) -> None:
+        from distributed import KilledWorker
+
+        from taskseed.worker_crash import explain
+
         try:
             markers = future.result()
+        except KilledWorker as exc:
+            worker = exc.last_worker
+            line, stderr = explain(run.stage.name, unit, getattr(worker, "pid", None),
+                                   self._deaths, self._log_dir or Path("logs"))
+            if stderr:
+                self._say("the worker's last stderr lines:\n" + stderr)
+            raise TaskseedError(line) from None
         except Exception as exc:  # noqa: BLE001 - reported as one line with the shard
             raise TaskseedError(
                 f"stage '{run.stage.name}' shard {unit} failed: {type(exc).__name__}: {exc}"

@@ -136,11 +136,13 @@ def serving(loaded: LoadedConfig, names: set[str], log_dir: Path, *,
     if not wanted:
         yield loaded
         return
-    wanted = place_on_gpus(wanted, os.environ.get("CUDA_VISIBLE_DEVICES"), gpus_per_node)
+    shared = shared_servers(loaded, wanted)
+    placed = place_on_gpus({name: wanted[name] for name in shared},
+                           os.environ.get("CUDA_VISIBLE_DEVICES"), gpus_per_node)
     host = socket.gethostname()
     with ExitStack() as stack:
         running: dict[str, ManagedServer] = {}
-        for name, server in wanted.items():
+        for name, server in placed.items():
             managed = ManagedServer(server, model_config(loaded, name).model,
                                     Path(log_dir) / f"server-{name}-{host}.log")
             stack.callback(_stop, name, managed)
@@ -148,9 +150,23 @@ def serving(loaded: LoadedConfig, names: set[str], log_dir: Path, *,
             managed.launch()
         for name, managed in running.items():
             seconds = managed.wait_healthy()
-            print(f"[serve] {name}: {managed.cfg.launch} on {managed.base_url} "
+            users = ", ".join(shared[name])
+            print(f"[serve] {users}: {managed.cfg.launch} on {managed.base_url} "
                   f"healthy after {seconds:.1f} s", flush=True)
-        yield with_base_urls(loaded, {name: m.base_url for name, m in running.items()})
+        urls = {user: running[name].base_url for name, users in shared.items() for user in users}
+        yield with_base_urls(loaded, urls)
+
+
+def shared_servers(loaded: LoadedConfig, wanted: dict[str, ServerConfig]) -> dict[str, list[str]]:
+    """Models with the same server config and served name share one server: the first such
+    model's name -> every model it serves (a teacher and a judge on one llama-server)."""
+    owners: dict[tuple[str, str], str] = {}
+    shared: dict[str, list[str]] = {}
+    for name, server in wanted.items():
+        key = (server.model_dump_json(), model_config(loaded, name).model)
+        owner = owners.setdefault(key, name)
+        shared.setdefault(owner, []).append(name)
+    return shared
 
 
 def _stop(name: str, managed: ManagedServer) -> None:

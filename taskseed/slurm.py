@@ -17,6 +17,7 @@ A rerun of `submit` submits only the units that are not done: failed, lost or ne
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from taskseed.curation.errors import TaskseedError
+from taskseed.curation.files import write_json
 from taskseed.engine import Engine, StageRun, model_of
 from taskseed.jobgraph import Job, parse_span, plan_graph
 from taskseed.slurm_scripts import (
@@ -133,6 +135,33 @@ def run_shard(invocation: Invocation, span: str, shard: int,
         finally:
             release_all()
     return done
+
+
+def mark_died(invocation: Invocation, span: str, shard: int, exit_code: int,
+              log: Path | None) -> str:
+    """After an array task's process died (a signal): turn the running marker of the stage it
+    was in into a failed one whose reason names the stage, shard, signal and likely cause;
+    return that reason."""
+    from taskseed.generation.crash import describe_exit, exit_signal, likely_cause, tail
+    from taskseed.unitstate import failed_path, read, running_path
+
+    loaded = _load(invocation)
+    group = _group(_engine(loaded), span)
+    stderr = tail(log) if log is not None else ""
+    cause = likely_cause(exit_signal(exit_code), stderr)
+    where = f"; its log: {log}" if log is not None else ""
+    for run in group:
+        marker = read(running_path(run.out, shard))
+        if marker is None:
+            continue
+        reason = (f"stage '{run.stage.name}' shard {shard}: its process (pid "
+                  f"{marker.get('pid', '?')}) {describe_exit(exit_code)}: {cause}{where}")
+        write_json(failed_path(run.out, shard), {**marker, "failed": time.time(),
+                                                 "reason": reason,
+                                                 "traceback": stderr.splitlines()})
+        running_path(run.out, shard).unlink(missing_ok=True)
+        return reason
+    return f"shard {shard} of stages {span}: its process {describe_exit(exit_code)}: {cause}"
 
 
 def run_frames(invocation: Invocation, span: str, scheduler_file: Path | None,
@@ -445,6 +474,17 @@ def add_slurm_commands(subparsers: argparse._SubParsersAction) -> None:
     frame.add_argument("--label", help="the job's label")
     frame.set_defaults(func=frame_command)
 
+    died = subparsers.add_parser("died", help="record why an array task's process died (run "
+                                 "by the job script after a signal)")
+    _config_args(died)
+    died.add_argument("--stage", required=True, help="the task's stage number or range")
+    died.add_argument("--shard", type=int, required=True)
+    died.add_argument("--exit-code", type=int, required=True,
+                      help="the shell's exit status of the process (128 + signal)")
+    died.add_argument("--log", type=Path, help="the task's log, for its last lines")
+    died.add_argument("--label", help="the job's label")
+    died.set_defaults(func=died_command)
+
     end = subparsers.add_parser("finish", help="a submission's last job: submit the next "
                                 "round or the remaining stages, else finalize and summarize")
     _config_args(end)
@@ -453,7 +493,14 @@ def add_slurm_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def shard_command(args: argparse.Namespace) -> int:
+    faulthandler.enable(all_threads=False)  # a native crash leaves its Python stack in the log
     run_shard(_invocation(args), args.stage, args.shard)
+    return 0
+
+
+def died_command(args: argparse.Namespace) -> int:
+    reason = mark_died(_invocation(args), args.stage, args.shard, args.exit_code, args.log)
+    print(f"taskseed: error: {reason}", file=sys.stderr)
     return 0
 
 

@@ -141,5 +141,5 @@ def test_label_files_must_pair_with_files(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_task_spec(path)
     assert str(info.value) == (
-        f"{path}: train: Value error, `label_files` needs one label file per entry of `files`"
+        f"{path}: train: `label_files` needs one label file per entry of `files`"
     )

@@ -222,5 +222,8 @@ def test_the_packaged_small_model_is_a_known_limit(run: Path) -> None:
     data = final_data(run)
     assert data is not None
     limits = limits_section(config, [], [], data)
-    assert "**Small model.** teacher: the embedded SmolLM2-135M" in limits
+    assert "**Small model.** teacher: Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF." in limits
+    tiny = {**config, "models": {"judge": {"backend": "openai", "model": "m",
+                                           "server": {"checkpoint": "packaged:smollm2"}}}}
+    assert "**Small model.** judge: SmolLM2-135M-Instruct" in limits_section(tiny, [], [], data)
     assert "None ran: records may copy benchmark test items" in limits

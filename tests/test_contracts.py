@@ -144,8 +144,8 @@ def test_transport_settings_keep_the_fingerprint_and_the_model_changes_it() -> N
 # --- teacher stages share one policy --------------------------------------------------------
 
 
-@pytest.mark.parametrize("stage", [GenerateStage(GenerateParams(), EmbeddedConfig()),
-                                   EnrichStage(EnrichParams(), EmbeddedConfig())],
+@pytest.mark.parametrize("stage", [GenerateStage(GenerateParams(), EmbeddedConfig(model="smollm2")),
+                                   EnrichStage(EnrichParams(), EmbeddedConfig(model="smollm2"))],
                          ids=["generate", "enrich"])
 def test_a_changed_prompt_is_a_different_stage(stage, tmp_path: Path, monkeypatch) -> None:
     before = stage.fingerprint()

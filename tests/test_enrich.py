@@ -199,17 +199,17 @@ def test_params_and_pickling() -> None:
         EnrichParams(on_failure="retry")
     with pytest.raises(ValueError):
         EnrichParams(seed=1)
-    stage = EnrichStage(EnrichParams(), EmbeddedConfig())
+    stage = EnrichStage(EnrichParams(), EmbeddedConfig(model="smollm2"))
     stage._teacher = object()  # type: ignore[assignment]
     clone = pickle.loads(pickle.dumps(stage))
     assert clone._teacher is None and clone.fingerprint() == stage.fingerprint()
-    other = EnrichStage(EnrichParams(temperature=0.5), EmbeddedConfig())
+    other = EnrichStage(EnrichParams(temperature=0.5), EmbeddedConfig(model="smollm2"))
     assert other.fingerprint() != stage.fingerprint()
 
 
 @pytest.mark.slow
 def test_embedded_teacher_enriches() -> None:
-    stage = EnrichStage(EnrichParams(max_tokens=160), EmbeddedConfig())
+    stage = EnrichStage(EnrichParams(max_tokens=160), EmbeddedConfig(model="smollm2"))
     records = [
         record("What is the capital of France?", "Paris"),
         record("Is the sun a star?", "yes", Format.YES_NO),

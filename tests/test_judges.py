@@ -362,7 +362,7 @@ def test_a_threshold_for_an_unknown_criterion_is_a_config_error(tmp_path: Path) 
 
 def test_judge_params_are_validated() -> None:
     with pytest.raises(TaskseedError, match="rubric 'strict' not found"):
-        judge_stage(EmbeddedConfig(), rubric="strict")
+        judge_stage(EmbeddedConfig(model="smollm2"), rubric="strict")
     with pytest.raises(ValueError, match="on_failure"):
         JudgeParams(on_failure="retry")  # type: ignore[arg-type]
 
@@ -464,14 +464,14 @@ def test_the_cascade_on_the_embedded_model() -> None:
     heuristics = HeuristicsStage(HeuristicParams()).process(batch, 0)
     assert heuristics.items == batch
 
-    votes = run(consistency_stage(EmbeddedConfig(), samples=2), heuristics.items)
+    votes = run(consistency_stage(EmbeddedConfig(model="smollm2"), samples=2), heuristics.items)
     counters = votes.counters
     assert counters["planned"] == 2 and counters["not_applicable"] == 1
     assert counters["teacher_calls"] == 2 + counters["retried"]
     assert batch[1].scores["consistency.agreement"] in (0.0, 0.5, 1.0)
     assert batch[0] in votes.items and "consistency.agreement" not in batch[0].scores
 
-    result = run(judge_stage(EmbeddedConfig()), votes.items)
+    result = run(judge_stage(EmbeddedConfig(model="smollm2")), votes.items)
     counters = result.counters
     assert counters["planned"] == len(votes.items)
     assert counters["teacher_calls"] == len(votes.items) + counters["retried"]

@@ -199,7 +199,7 @@ def test_model_gpus_per_backend() -> None:
     assert model_gpus(served("trtllm-serve", 16), gpus_per_node=8) == 8
     assert model_gpus(served("llama-cpp")) == 0
     assert model_gpus(OpenAIConfig(model="m", base_url="http://x/v1")) == 0
-    assert model_gpus(EmbeddedConfig()) == 0
+    assert model_gpus(EmbeddedConfig(model="smollm2")) == 0
     assert model_gpus(NIMRewardConfig(base_url="http://x/v1", model="r")) == 0
 
 
@@ -289,14 +289,14 @@ def pipeline(tmp_path: Path, teacher: str, judge: str):
     return load_config(path)
 
 
-def http_server(health: str = "/") -> str:
+def http_server(health: str = "/", model: str = "m") -> str:
     command = ", ".join(f"'{part}'" for part in HTTP_SERVER)
-    return (f"{{backend: openai, model: m, server: {{launch: command, checkpoint: ck, "
+    return (f"{{backend: openai, model: {model}, server: {{launch: command, checkpoint: ck, "
             f"health_path: '{health}', command: [{command}]}}}}")
 
 
 def test_managed_models_are_those_with_a_server(tmp_path: Path) -> None:
-    loaded = pipeline(tmp_path, "{backend: embedded}", http_server())
+    loaded = pipeline(tmp_path, "{backend: embedded, model: smollm2}", http_server())
     assert list(managed_models(loaded)) == ["judge"]
     with serving(loaded, {"teacher", "remote"}, tmp_path / "logs") as same:
         assert same is loaded
@@ -304,7 +304,7 @@ def test_managed_models_are_those_with_a_server(tmp_path: Path) -> None:
 
 
 def test_serving_points_models_at_their_servers_and_stops_them(tmp_path: Path, capsys) -> None:
-    loaded = pipeline(tmp_path, http_server(), http_server())
+    loaded = pipeline(tmp_path, http_server(), http_server(model="m2"))
     with pytest.raises(KeyboardInterrupt), \
             serving(loaded, {"teacher", "judge", "remote"}, tmp_path / "logs") as served:
         teacher, judge = served.config.teacher, served.config.models["judge"]
@@ -341,7 +341,7 @@ def test_llama_cpp_serves_the_embedded_model_to_the_openai_teacher(tmp_path: Pat
     teacher = ("{backend: openai, model: smollm2, structured_output: json_object, max_retries: 1,"
                " server: {launch: llama-cpp, checkpoint: 'packaged:smollm2', "
                "args: ['--n_ctx', '1024'], startup_timeout_s: 60}}")
-    loaded = pipeline(tmp_path, teacher, "{backend: embedded}")
+    loaded = pipeline(tmp_path, teacher, "{backend: embedded, model: smollm2}")
     schema = {"type": "object", "properties": {"answer": {"type": "string"}},
               "required": ["answer"]}
     request = TeacherRequest([{"role": "user", "content": "What is the capital of France?"}],

@@ -22,9 +22,9 @@ run_dir: {run}
 seeds_root: .
 tasks: [qa.yaml]
 executor: {{workers: 1}}
-teacher: {{backend: embedded, n_ctx: 1024}}
+teacher: {{backend: embedded, model: smollm2, n_ctx: 1024}}
 models:
-  judge: {{backend: embedded, n_ctx: 1024}}
+  judge: {{backend: embedded, model: smollm2, n_ctx: 1024}}
 stages:
   - {{name: seeds, rows_per_shard: 4}}
   - {{name: normalize}}
@@ -182,7 +182,9 @@ def test_sets_apply_after_overlays(folder: Path) -> None:
 
 
 @pytest.mark.parametrize(("item", "message"), [
-    ("teacher.model=x", "--set teacher.model: unknown key"),
+    ("teacher.bogus=x", "--set teacher.bogus: unknown key"),
+    ("teacher.model=x", "--set teacher.model: unknown packaged model 'x' "
+                        "(known: qwen2.5-coder-1.5b, smollm2)"),
     ("accept.target=0", "--set accept.target: Input should be greater than or equal to 1"),
     ("teacher.backend=openai", "--set teacher.backend: teacher.base_url: Field required"),
 ])

@@ -9,7 +9,7 @@ from taskseed.generation.teacher import TeacherRequest
 
 
 def test_one_model_per_process_for_one_config(tmp_path):
-    cfg = EmbeddedConfig(n_ctx=512, cache_dir=str(tmp_path))
+    cfg = EmbeddedConfig(model="smollm2", n_ctx=512, cache_dir=str(tmp_path))
     first = acquire_teacher(cfg)  # generate's setup
     second = acquire_teacher(cfg.model_copy())  # enrich's, an equal config
     assert second is first

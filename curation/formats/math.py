@@ -12,6 +12,8 @@ if TYPE_CHECKING:
     from taskseed.curation.record import Record
 
 _NUMBER = re.compile(r"^-?[\d,]*\.?\d+$")
+# `[.]`, not an escaped dot: llama.cpp's grammar compiler crashed on `\\.` in a pattern.
+NUMBER_SCHEMA: dict[str, Any] = {"type": "string", "pattern": "^-?[0-9]+([.][0-9]+)?$"}
 _HAS_NUMBER = re.compile(
     r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|"
     r"forty|fifty|hundred|thousand|million|half|twice|double|triple|dozen)\b", re.IGNORECASE)
@@ -32,7 +34,9 @@ class Math(AnswerFormat):
         return KEEP
 
     def answer_schema(self) -> dict[str, Any]:
-        return {"reasoning": text_schema(), "answer": text_schema()}
+        """The final answer is constrained to a plain number: a small teacher that was
+        free to write text there wrote words after correct working."""
+        return {"reasoning": text_schema(), "answer": NUMBER_SCHEMA}
 
 
 FORMAT = Math()

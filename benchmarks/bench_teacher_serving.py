@@ -1,0 +1,108 @@
+"""Teacher throughput: one llama-server with parallel slots against single-sequence
+llama-cpp-python (the baseline), in the same run, on the same generate requests.
+
+The requests are the generate stage's own prompts (template, three real training exemplars,
+JSON schema) over gsm8k, arc_easy, commonsense_qa and openbookqa seeds from ../shared/seeds.
+The baseline answers them one after another in this process (`backend: embedded`). Ours
+serves the same GGUF with `llama-server --parallel P` and sends P requests at a time
+(`backend: openai`, `max_concurrency: P`), as the pipeline's workers do.
+
+    python benchmarks/bench_teacher_serving.py [--model qwen2.5-coder-1.5b] [--requests 8]
+        [--parallel 2 4 8] [--max-tokens 160]
+
+Prints load time, wall time, completion tokens per second and the ratio to the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from planted import load_records  # noqa: E402
+from taskseed.curation.record import Sampling  # noqa: E402
+from taskseed.generation.embedded import EmbeddedConfig, served_name  # noqa: E402
+from taskseed.generation.http_teacher import OpenAIConfig  # noqa: E402
+from taskseed.generation.managed_server import ManagedServer, ServerConfig  # noqa: E402
+from taskseed.generation.prompts import render, response_schema  # noqa: E402
+from taskseed.generation.teacher import TeacherRequest  # noqa: E402
+
+TASKS = ("gsm8k", "arc_easy", "commonsense_qa", "openbookqa")
+
+
+def generate_requests(n: int, max_tokens: int, seed: int = 0) -> list[TeacherRequest]:
+    """`n` generate-stage requests, round-robin over TASKS, three exemplars each."""
+    records = load_records(max_per_task=200)
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        task = TASKS[i % len(TASKS)]
+        group = rng.sample(records[task], 3)
+        out.append(TeacherRequest(messages=render(group[0].format, task, group),
+                                  sampling=Sampling(0.7, 0.95, max_tokens, i),
+                                  json_schema=response_schema(group[0].format, group)))
+    return out
+
+
+def measure(teacher, requests: list[TeacherRequest]) -> dict[str, float]:
+    started = time.perf_counter()
+    replies = teacher.generate(requests)
+    seconds = time.perf_counter() - started
+    tokens = sum(r.usage.completion_tokens for r in replies)
+    prompt = sum(r.usage.prompt_tokens for r in replies)
+    ok = sum(1 for r in replies if r.ok)
+    return {"seconds": seconds, "tokens": tokens, "prompt_tokens": prompt, "ok": ok,
+            "tok_s": tokens / seconds if seconds else 0.0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="qwen2.5-coder-1.5b")
+    ap.add_argument("--requests", type=int, default=8)
+    ap.add_argument("--parallel", type=int, nargs="+", default=[2, 4, 8])
+    ap.add_argument("--max-tokens", type=int, default=160)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    requests = generate_requests(args.requests, args.max_tokens)
+    rows = []
+
+    started = time.perf_counter()
+    embedded = EmbeddedConfig(model=args.model, n_ctx=4096, n_threads=args.threads).build()
+    load_s = time.perf_counter() - started
+    base = measure(embedded, requests)
+    embedded.close()
+    rows.append(("llama-cpp-python, 1 sequence (baseline)", load_s, base))
+
+    name = served_name(args.model)
+    for parallel in args.parallel:
+        server_args = ["--ctx-size", str(4096 * parallel)]
+        if args.threads:
+            server_args += ["--threads", str(args.threads)]
+        cfg = ServerConfig(launch="llama-server", checkpoint=f"packaged:{args.model}",
+                           parallel=parallel, args=server_args)
+        with tempfile.TemporaryDirectory() as tmp:
+            server = ManagedServer(cfg, name, Path(tmp) / "server.log")
+            with server:
+                teacher = OpenAIConfig(model=name, base_url=server.base_url,
+                                       max_concurrency=parallel, timeout_s=900).build()
+                result = measure(teacher, requests)
+                teacher.close()
+            rows.append((f"llama-server, {parallel} slots", server.healthy_after_s or 0.0,
+                         result))
+
+    print(f"\n{args.model}: {args.requests} generate requests, max_tokens {args.max_tokens}\n")
+    print("| teacher | load s | wall s | completion tokens | tokens/s | vs baseline | ok |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for label, load, r in rows:
+        print(f"| {label} | {load:.1f} | {r['seconds']:.0f} | {r['tokens']} | "
+              f"{r['tok_s']:.1f} | {r['tok_s'] / base['tok_s']:.2f}x | "
+              f"{r['ok']}/{args.requests} |")
+
+
+if __name__ == "__main__":
+    main()
