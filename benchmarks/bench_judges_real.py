@@ -13,8 +13,8 @@ GSM8K, BoolQ), each treated as a generated record of two other seeds of its task
 
 Self-consistency (3 votes at temperature 0.7, keep when the key wins at least half) and the
 LLM judge (the default rubric and thresholds; with options it must pick the key) run with the
-judge model served by llama-server, as the quickstart does. Self-consistency has no vote on
-free-text math, so GSM8K is the LLM judge's alone.
+judge model served by llama-server, as the quickstart does. On GSM8K self-consistency works each
+problem out and votes on the final number.
 
     python benchmarks/bench_judges_real.py [--per-task 6] [--model qwen2.5-coder-1.5b]
         [--parallel 4] [--json out.json]

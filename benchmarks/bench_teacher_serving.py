@@ -3,12 +3,14 @@ llama-cpp-python (the baseline), in the same run, on the same generate requests.
 
 The requests are the generate stage's own prompts (template, three real training exemplars,
 JSON schema) over gsm8k, arc_easy, commonsense_qa and openbookqa seeds from ../shared/seeds.
-The baseline answers them one after another in this process (`backend: embedded`). Ours
-serves the same GGUF with `llama-server --parallel P` and sends P requests at a time
-(`backend: openai`, `max_concurrency: P`), as the pipeline's workers do.
+The baselines are `backend: embedded` as the pipeline runs it: one copy of the model per
+Dask worker, each one sequence at a time on its share of the cores (1 worker with every
+thread; 2 workers with half each, answering their halves at once). Ours serves the same
+GGUF once with `llama-server --parallel P` and sends P requests at a time (`backend: openai`,
+`max_concurrency: P`), as the pipeline's workers do.
 
     python benchmarks/bench_teacher_serving.py [--model qwen2.5-coder-1.5b] [--requests 8]
-        [--parallel 2 4 8] [--max-tokens 160]
+        [--parallel 2 4 8] [--max-tokens 160] [--threads 2]
 
 Prints load time, wall time, completion tokens per second and the ratio to the baseline.
 """
@@ -20,6 +22,7 @@ import random
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -60,29 +63,46 @@ def measure(teacher, requests: list[TeacherRequest]) -> dict[str, float]:
             "tok_s": tokens / seconds if seconds else 0.0}
 
 
+def measure_copies(model: str, copies: int, threads: int,
+                   requests: list[TeacherRequest]) -> tuple[float, dict[str, float]]:
+    """`copies` in-process models of `threads` threads each, answering their share at once."""
+    started = time.perf_counter()
+    teachers = [EmbeddedConfig(model=model, n_ctx=4096, n_threads=threads).build()
+                for _ in range(copies)]
+    load_s = time.perf_counter() - started
+    shares = [requests[i::copies] for i in range(copies)]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(copies) as pool:  # llama.cpp runs without the GIL
+        replies = [r for part in pool.map(lambda pair: pair[0].generate(pair[1]),
+                                          zip(teachers, shares, strict=True)) for r in part]
+    seconds = time.perf_counter() - started
+    for teacher in teachers:
+        teacher.close()
+    tokens = sum(r.usage.completion_tokens for r in replies)
+    return load_s, {"seconds": seconds, "tokens": tokens, "ok": sum(r.ok for r in replies),
+                    "tok_s": tokens / seconds if seconds else 0.0}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="qwen2.5-coder-1.5b")
     ap.add_argument("--requests", type=int, default=8)
     ap.add_argument("--parallel", type=int, nargs="+", default=[2, 4, 8])
     ap.add_argument("--max-tokens", type=int, default=160)
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=2, help="cores to use in all")
     args = ap.parse_args()
     requests = generate_requests(args.requests, args.max_tokens)
     rows = []
 
-    started = time.perf_counter()
-    embedded = EmbeddedConfig(model=args.model, n_ctx=4096, n_threads=args.threads).build()
-    load_s = time.perf_counter() - started
-    base = measure(embedded, requests)
-    embedded.close()
-    rows.append(("llama-cpp-python, 1 sequence (baseline)", load_s, base))
+    load_s, base = measure_copies(args.model, 1, args.threads, requests)
+    rows.append((f"llama-cpp-python, 1 copy x {args.threads} threads (baseline)", load_s, base))
+    if args.threads >= 2:
+        load_s, two = measure_copies(args.model, 2, args.threads // 2, requests)
+        rows.append((f"llama-cpp-python, 2 copies x {args.threads // 2} threads", load_s, two))
 
     name = served_name(args.model)
     for parallel in args.parallel:
-        server_args = ["--ctx-size", str(4096 * parallel)]
-        if args.threads:
-            server_args += ["--threads", str(args.threads)]
+        server_args = ["--ctx-size", str(4096 * parallel), "--threads", str(args.threads)]
         cfg = ServerConfig(launch="llama-server", checkpoint=f"packaged:{args.model}",
                            parallel=parallel, args=server_args)
         with tempfile.TemporaryDirectory() as tmp:
@@ -95,7 +115,8 @@ def main() -> None:
             rows.append((f"llama-server, {parallel} slots", server.healthy_after_s or 0.0,
                          result))
 
-    print(f"\n{args.model}: {args.requests} generate requests, max_tokens {args.max_tokens}\n")
+    print(f"\n{args.model}: {args.requests} generate requests, max_tokens {args.max_tokens}, "
+          f"{args.threads} threads in all\n")
     print("| teacher | load s | wall s | completion tokens | tokens/s | vs baseline | ok |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for label, load, r in rows:

@@ -53,7 +53,7 @@ META = re.compile(
 )
 # Enrichment that talks about the prompt instead of the example.
 ECHO = re.compile(
-    r"^\s*the (correct )?answer is\b|\b(is|are) correct and final\b|"
+    r"^\s*the (correct )?answer is\b|\bcorrect and final\b|"
     r"\bthe (answer|solution) (above|given) is correct\b|"
     r"\bdo not change (it|the answer)\b|\breply (in|with) json\b",
     re.IGNORECASE,
@@ -134,6 +134,10 @@ def placeholder(record: Record, params: HeuristicParams) -> Verdict:
     for name in ("reasoning", "knowledge"):
         if match := ECHO.search(getattr(record, name) or ""):
             return drop("meta_text", f"{name}: '{match.group(0).strip()}'")
+    if "_" in record.task:  # an identifier such as `quickstart_completion`, copied from a prompt
+        for name, text in _texts(record):
+            if record.task.lower() in text.lower():
+                return drop("meta_text", f"{name}: names the task id '{record.task}'")
     return KEEP
 
 

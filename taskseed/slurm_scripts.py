@@ -139,8 +139,9 @@ class Renderer:
         options = self._options(job.label, f"{job.label}-%A_%a.out", job.resources)
         options.insert(3, f"--array={array_spec(job.units, parallel)}")
         container = _srun_container(self.slurm)
+        # no `exec`: the script outlives the process to record a death by signal
         launch = self.launch_prefix.get(job.label) or (
-            f"srun --ntasks=1 {container}" if container else "exec")
+            f"srun --ntasks=1 {container}" if container else "")
         text = self._render(
             "shards", label=job.label, stages=stages, launch=launch,
             args=f"{self.invocation.args()} --stage {job.stage_span} --label {job.label}")

@@ -5,6 +5,7 @@ The judge model is the loopback FakeOpenAIServer (or, marked slow, the embedded 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections import Counter
@@ -398,8 +399,9 @@ def voter(picks: dict[int, list[int]]) -> Any:
 
 
 def test_self_consistency_asks_k_times_per_option_and_yes_no_record() -> None:
+    long_answer = "The seventh planet from the sun is named after a god of the sky."
     batch = [mc(1, "whale"), rec("Is the planet number 5 a gas giant?", "yes", "yes_no"),
-             free(7)]
+             rec("What is the name of the planet number 7 from the sun?", long_answer)]
     with FakeOpenAIServer(responder=voter({})) as server:
         result = run(consistency_stage(openai(server), samples=4), batch)
     by_record = Counter(number(r.body) for r in server.requests)
@@ -414,6 +416,43 @@ def test_self_consistency_asks_k_times_per_option_and_yes_no_record() -> None:
     assert result.counters["planned"] == 8 and result.counters["accepted"] == 8
     assert batch[0].scores == {"consistency.agreement": 1.0}
     assert batch[1].scores == {"consistency.agreement": 1.0} and batch[2].scores == {}
+
+
+def solver(answers: dict[int, list[str]]) -> Any:
+    """Math and short-answer votes for record N: the answers in `answers[N]` in turn."""
+    seen: Counter[int] = Counter()
+
+    def reply(body: dict[str, Any]) -> str:
+        n = number(body)
+        vote = answers[n][seen[n] % len(answers[n])]
+        seen[n] += 1
+        if "reasoning" in schema_of(body)["required"]:
+            return json.dumps({"reasoning": "Work it out step by step.", "answer": vote})
+        return json.dumps({"answer": vote})
+    return reply
+
+
+def test_math_and_short_answers_are_worked_out_and_voted_on() -> None:
+    right = rec("A farmer has 12 rows of 15 plants and adds 5 to each row; number 1 asks "
+                "how many plants there are.", "240", "math")
+    wrong = rec("Farm number 2: 12 rows of 15 plants, 5 more per row; how many plants?", "120",
+                "math")
+    capital = rec("What is the capital of country number 3?", "Paris")
+    largest = rec("What is the largest country number 4 in the world?", "China")
+    answers = {1: ["240", "240.0", "230"], 2: ["240", "240", "120"],
+               3: ["paris.", "The Paris", "Lyon"], 4: ["Russia", "Russia", "China"]}
+    with FakeOpenAIServer(responder=solver(answers)) as server:
+        result = run(consistency_stage(openai(server), samples=3), [right, wrong, capital,
+                                                                    largest])
+    math_request = next(r.body for r in server.requests if number(r.body) == 1)
+    assert schema_of(math_request)["required"] == ["reasoning", "answer"]
+    assert "step by step" in user_text(math_request) and "240" not in user_text(math_request)
+    assert math_request["max_tokens"] == 320
+    assert result.items == [right, capital]
+    assert right.scores == {"consistency.agreement": 0.6667}
+    assert {r.reason for r in result.rejects} == {"inconsistent_answer"}
+    assert sorted(r.detail for r in result.rejects) == [
+        "the key got 1 of 3 votes; most: 240", "the key got 1 of 3 votes; most: russia"]
 
 
 def test_a_key_that_does_not_win_the_vote_is_dropped() -> None:
@@ -483,3 +522,13 @@ def test_the_cascade_on_the_embedded_model() -> None:
         scores.pop("judge.agrees", None)
         assert set(scores) == {f"judge.{n}" for n in CRITERIA}
         assert all(v in (1.0, 2.0, 3.0, 4.0, 5.0) for v in scores.values())
+
+
+def test_an_enrichment_that_names_the_task_id_is_meta_text() -> None:
+    record = rec("I ate a big lunch, and I was ...", "full", "completion",
+                 choices=["still hungry", "full"],
+                 knowledge="The quickstart_completion task involves answering questions.")
+    record = dataclasses.replace(record, task="quickstart_completion")
+    result = HeuristicsStage(HeuristicParams()).process([record], 0)
+    assert [(r.reason, r.detail) for r in result.rejects] == [
+        ("meta_text", "knowledge: names the task id 'quickstart_completion'")]
