@@ -17,7 +17,9 @@ A rerun of `submit` submits only the units that are not done: failed, lost or ne
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
+import io
 import json
 import subprocess
 import sys
@@ -493,7 +495,8 @@ def add_slurm_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def shard_command(args: argparse.Namespace) -> int:
-    faulthandler.enable(all_threads=False)  # a native crash leaves its Python stack in the log
+    with contextlib.suppress(io.UnsupportedOperation, AttributeError, ValueError):
+        faulthandler.enable(all_threads=False)  # a native crash leaves its stack in the log
     run_shard(_invocation(args), args.stage, args.shard)
     return 0
 

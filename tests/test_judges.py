@@ -497,7 +497,8 @@ def test_votes_that_stay_unusable_drop_the_record() -> None:
 
 @pytest.mark.slow
 def test_the_cascade_on_the_embedded_model() -> None:
-    batch = [rec("What is the largest planet in the solar system?", "Jupiter"),
+    batch = [rec("What is the largest planet in the solar system?",
+                 "Jupiter, the fifth planet from the sun, is the largest of them."),
              rec("Which animal is a mammal?", "whale", "multiple_choice",
                  choices=list(OPTIONS))]
     heuristics = HeuristicsStage(HeuristicParams()).process(batch, 0)

@@ -12,10 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_managed_server import port_closed, running_with
-from workspace import write_task
-
-from taskseed.config import load_config
 from taskseed.curation.errors import TaskseedError
 from taskseed.curation.packaged_models import DEFAULT, MODELS, PackagedModel
 from taskseed.curation.record import Sampling
@@ -27,6 +23,10 @@ from taskseed.generation.native import (
     find_llama_server,
 )
 from taskseed.generation.teacher import TeacherRequest
+from test_managed_server import port_closed, running_with
+from workspace import write_task
+
+from taskseed.config import load_config
 from taskseed.servers import serving
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,7 +151,7 @@ def test_one_llama_server_serves_the_teacher_and_the_judge_with_parallel_slots(
     schema = {"type": "object", "properties": {"answer": {"type": "string"}},
               "required": ["answer"]}
     requests = [TeacherRequest([{"role": "user", "content": f"Name a colour. ({i})"}],
-                               Sampling(temperature=0.7, max_tokens=24, seed=i), schema)
+                               Sampling(temperature=0.0, max_tokens=96, seed=i), schema)
                 for i in range(4)]
     with serving(loaded, {"teacher", "judge"}, tmp_path / "logs") as served:
         teacher, judge = served.config.teacher, served.config.models["judge"]

@@ -15,10 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from workspace import write_task
-
 from taskseed.generation.crash import describe_exit, exit_signal, likely_cause
 from taskseed.generation.native import REBUILD
+from workspace import write_task
 
 PLUGIN = '''"""Kills its worker on the record whose answer is "{victim}"."""
 
