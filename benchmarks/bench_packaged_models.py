@@ -4,7 +4,8 @@ Each packaged model (`smollm2`, `qwen2.5-coder-1.5b`) answers the same 12 genera
 requests (three real exemplars each from gsm8k, arc_easy, commonsense_qa and mbpp in
 ../shared/seeds, the generate prompt and its JSON schema) in this process with llama.cpp,
 one sequence at a time. Prompt speed is the prompt's tokens over the time to a one-token
-reply; generation speed is the reply's tokens over the rest of a full reply's time.
+reply; generation speed is the reply's tokens over the time of the full reply that follows
+(llama.cpp reuses the prompt it has just evaluated, so that time is decoding).
 An item is *parsed* when its reply follows the schema and becomes a record, and *passes*
 when the deterministic filters keep it (the generate stage's copy check, validity,
 heuristics, verify with the code sandbox): the share the model-based judges then see.
@@ -81,7 +82,7 @@ def bench(model: str, asks: list[tuple[list[Record], TeacherRequest]], threads: 
         started = time.perf_counter()
         [reply] = teacher.generate([request])
         gen_tokens += reply.usage.completion_tokens
-        gen_s += max(1e-6, time.perf_counter() - started - first_s)
+        gen_s += time.perf_counter() - started  # the prompt is cached from the first call
         record = parse(group, reply.text) if reply.ok else None
         if record is None:
             continue
