@@ -60,6 +60,7 @@ class DeathWatch(logging.Handler):
         self.exits: dict[int, int | None] = {}
         self.over_memory: set[int] = set()
         self._changed = threading.Condition()
+        self._saved: dict[str, tuple[int, bool]] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
@@ -79,13 +80,18 @@ class DeathWatch(logging.Handler):
     def install(self) -> None:
         for name in self.LOGGERS:
             logger = logging.getLogger(name)
+            self._saved[name] = (logger.level, logger.propagate)
             logger.setLevel(logging.INFO)
             logger.propagate = False
             logger.addHandler(self)
 
     def uninstall(self) -> None:
-        for name in self.LOGGERS:
-            logging.getLogger(name).removeHandler(self)
+        for name, (level, propagate) in self._saved.items():
+            logger = logging.getLogger(name)
+            logger.removeHandler(self)
+            logger.setLevel(level)
+            logger.propagate = propagate
+        self._saved.clear()
 
     def exit_code(self, pid: int, wait_s: float = 3.0) -> int | None:
         """The worker's exit code (negative: a signal), waiting a little for the notice."""
