@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import xxhash
 from pydantic import Field
 from taskseed.curation.errors import RowError, TaskseedError
-from taskseed.curation.formats.base import LETTERS
+from taskseed.curation.formats.base import LETTERS, letter_index, letter_schema
 from taskseed.curation.record import Record, Sampling
 from taskseed.curation.stage import KEEP, BuildContext, FilterStage, Verdict, drop
 from taskseed.generation.replies import json_object
@@ -49,7 +49,7 @@ def judge_schema(criteria: list[str], n_choices: int) -> dict[str, Any]:
     """The reply: the chosen option (records with options), then a 1-5 score per criterion."""
     props: dict[str, Any] = {}
     if n_choices:
-        props["answer_index"] = {"type": "integer", "enum": list(range(n_choices))}
+        props["answer"] = letter_schema(n_choices)
     for name in criteria:
         props[name] = {"type": "integer", "enum": [1, 2, 3, 4, 5]}
     return {"type": "object", "properties": props, "required": list(props),
@@ -57,17 +57,18 @@ def judge_schema(criteria: list[str], n_choices: int) -> dict[str, Any]:
 
 
 def parse_scores(text: str, criteria: list[str], n_choices: int) -> dict[str, int]:
-    """Scores (and `answer_index`) from a reply; RowError names what is unusable."""
+    """Scores (and the picked option's position as `picked`) from a reply; RowError names
+    what is unusable."""
     data = json_object(text)
-    wanted = (["answer_index"] if n_choices else []) + criteria
     out: dict[str, int] = {}
-    for name in wanted:
+    if n_choices:
+        out["picked"] = letter_index(data.get("answer"), n_choices)
+    for name in criteria:
         value = data.get(name)
         if isinstance(value, bool) or not isinstance(value, int):
             raise RowError("missing_field", name, f"expected an integer, got {value!r}")
-        low, high = (0, n_choices - 1) if name == "answer_index" else (1, 5)
-        if not low <= value <= high:
-            raise RowError("label_out_of_range", name, f"{value} not in {low}..{high}")
+        if not 1 <= value <= 5:
+            raise RowError("label_out_of_range", name, f"{value} not in 1..5")
         out[name] = value
     return out
 
@@ -142,7 +143,7 @@ class LLMJudgeStage(TeacherStage[JudgeParams], FilterStage[JudgeParams]):
     def _verdict(self, record: Record, scores: dict[str, int]) -> Verdict:
         verdict = KEEP
         if record.choices:
-            picked = scores.pop("answer_index")
+            picked = scores.pop("picked")
             key = record.choices.index(record.answer) if record.answer in record.choices else -1
             agrees = picked == key
             scores["correctness"] = 5 if agrees else 1

@@ -3,7 +3,7 @@
 A named model answers the question `samples` times with different sampling seeds, without
 seeing the key; the record is kept when the key's share of the votes reaches
 `min_agreement` and no other answer has more votes. It votes on records with options
-(multiple choice, completion: an option index), yes/no records, math (worked out, then the
+(multiple choice, completion: an option's letter), yes/no records, math (worked out, then the
 final number; votes equal as numbers) and short free-form or extractive answers (at most
 `max_short_words` words; votes equal after lowercasing and dropping punctuation and
 articles). Other records pass through. The key's share is kept as
@@ -19,7 +19,7 @@ from typing import Any
 import xxhash
 from pydantic import Field
 from taskseed.curation.errors import RowError
-from taskseed.curation.formats.base import LETTERS, text_schema
+from taskseed.curation.formats.base import LETTERS, letter_index, letter_schema, text_schema
 from taskseed.curation.formats.math import NUMBER_SCHEMA
 from taskseed.curation.record import Record, Sampling
 from taskseed.curation.stage import KEEP, FilterStage, Verdict, drop
@@ -66,7 +66,7 @@ def applies(record: Record, max_short_words: int = 6) -> bool:
 
 def answer_schema(record: Record, mode: Mode) -> dict[str, Any]:
     if mode == "choices":
-        prop = {"answer_index": {"type": "integer", "enum": list(range(len(record.choices)))}}
+        prop = {"answer": letter_schema(len(record.choices))}
     elif mode == "yes_no":
         prop = {"answer": {"type": "string", "enum": ["yes", "no"]}}
     elif mode == "number":
@@ -95,11 +95,7 @@ def parse_vote(text: str, record: Record, mode: Mode) -> str:
     """The answer a reply gives, as answer text (normalized for numbers and short text)."""
     data = json_object(text)
     if mode == "choices":
-        index = data.get("answer_index")
-        if isinstance(index, bool) or not isinstance(index, int) or not (
-                0 <= index < len(record.choices)):
-            raise RowError("label_out_of_range", "answer_index", f"{index!r}")
-        return record.choices[index]
+        return record.choices[letter_index(data.get("answer"), len(record.choices))]
     value = str(data.get("answer", "")).strip()
     if mode == "yes_no":
         value = value.lower()

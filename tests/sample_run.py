@@ -290,18 +290,18 @@ def graded_question(user: str) -> str:
     return found.group(1) if found else part
 
 
-def judge(question: str, required: list[str], planted: bool) -> dict[str, int]:
+def judge(question: str, required: list[str], planted: bool) -> dict[str, Any]:
     """Scores from 3 to 5 by hash; one record in four gets a low score on one criterion and
     one multiple-choice record in seven picks another option (planted records pass)."""
     h = xxhash.xxh64_intdigest(question.encode())
     scores: dict[str, int] = {}
     for i, name in enumerate(required):
-        if name == "answer_index":
-            scores[name] = 1 if (h % 7 == 3 and not planted) else 0
+        if name == "answer":
+            scores[name] = "B" if (h % 7 == 3 and not planted) else "A"
         else:
             scores[name] = 5 if name == "safety" else 3 + (h >> (3 * i)) % 3
     if h % 4 == 0 and not planted:
-        criteria = [n for n in required if n != "answer_index"]
+        criteria = [n for n in required if n != "answer"]
         scores[criteria[(h >> 20) % len(criteria)]] = 2
     return scores
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from taskseed.curation.errors import ConfigError, TaskseedError
+from taskseed.curation.formats.base import LETTERS
 from taskseed.curation.record import Format, Record, Reject, Source
 from taskseed.curation.stage import BuildContext, StageResult
 from taskseed.generation.embedded import EmbeddedConfig
@@ -203,10 +204,10 @@ def grader(low: dict[int, dict[str, int]], picks: dict[int, int] | None = None) 
     options get the pick in `picks` (default: option 0)."""
     def reply(body: dict[str, Any]) -> str:
         n = number(body)
-        scores: dict[str, int] = {}
+        scores: dict[str, Any] = {}
         for name in schema_of(body)["required"]:
-            if name == "answer_index":
-                scores[name] = (picks or {}).get(n, 0)
+            if name == "answer":
+                scores[name] = LETTERS[(picks or {}).get(n, 0)]
             else:
                 scores[name] = low.get(n, {}).get(name, 5)
         return json.dumps(scores)
@@ -255,8 +256,8 @@ def test_the_judge_is_not_shown_the_key_of_a_multiple_choice_record() -> None:
     assert "Answer" not in text and not re.search(r"^\s*Answer\s*:", text, re.MULTILINE)
     assert text.count("shark") == 1  # only as an option, never marked as the key
     schema = schema_of(request.body)
-    assert schema["required"][0] == "answer_index" and "correctness" not in schema["required"]
-    assert schema["properties"]["answer_index"]["enum"] == [0, 1, 2]
+    assert schema["required"][0] == "answer" and "correctness" not in schema["required"]
+    assert schema["properties"]["answer"]["enum"] == ["A", "B", "C"]
     assert result.items == [record]
     assert record.scores["judge.correctness"] == 5.0 and record.scores["judge.agrees"] == 1.0
 
@@ -267,7 +268,7 @@ def test_a_free_form_record_is_scored_with_its_answer_and_correctness() -> None:
     [request] = server.requests
     assert "Answer: Planet 1\n" in user_text(request.body)
     schema = schema_of(request.body)
-    assert schema["required"] == CRITERIA and "answer_index" not in schema["properties"]
+    assert schema["required"] == CRITERIA and "answer" not in schema["properties"]
 
 
 def test_the_judge_is_not_shown_a_solution_that_names_the_key() -> None:
@@ -383,17 +384,17 @@ def test_an_unreachable_judge_server_is_named_as_the_judge() -> None:
 # --- self-consistency -----------------------------------------------------------------------
 
 def voter(picks: dict[int, list[int]]) -> Any:
-    """Votes for record N: the option indexes in `picks[N]` in turn (default 0); yes/no
-    records get `yes`."""
+    """Votes for record N: the letters of the option positions in `picks[N]` in turn
+    (default 0); yes/no records get `yes`."""
     seen: Counter[int] = Counter()
 
     def reply(body: dict[str, Any]) -> str:
         n = number(body)
-        if "answer_index" in schema_of(body)["required"]:
+        if schema_of(body)["properties"]["answer"].get("enum", [""])[0] == "A":
             options = picks.get(n, [0])
             vote = options[seen[n] % len(options)]
             seen[n] += 1
-            return json.dumps({"answer_index": vote})
+            return json.dumps({"answer": LETTERS[vote]})
         return json.dumps({"answer": "yes"})
     return reply
 
@@ -409,8 +410,8 @@ def test_self_consistency_asks_k_times_per_option_and_yes_no_record() -> None:
     for n in (1, 5):
         assert len({r.body["seed"] for r in server.requests if number(r.body) == n}) == 4
     mc_request = next(r.body for r in server.requests if number(r.body) == 1)
-    assert "Answer" not in user_text(mc_request).replace('Answer with "answer_index"', "")
-    assert schema_of(mc_request)["required"] == ["answer_index"]
+    assert "Answer" not in user_text(mc_request).replace('Answer with "answer"', "")
+    assert schema_of(mc_request)["properties"]["answer"]["enum"] == ["A", "B", "C"]
     assert result.items == batch and result.rejects == []
     assert result.counters["not_applicable"] == 1
     assert result.counters["planned"] == 8 and result.counters["accepted"] == 8
@@ -486,7 +487,7 @@ def test_min_agreement_is_the_share_the_key_needs() -> None:
 
 
 def test_votes_that_stay_unusable_drop_the_record() -> None:
-    with FakeOpenAIServer(responder=lambda body: '{"answer_index": "A"}') as server:
+    with FakeOpenAIServer(responder=lambda body: '{"answer": "Z"}') as server:
         result = run(consistency_stage(openai(server), samples=2), [mc(1)])
     assert server.count == 4  # two votes, each asked twice
     assert [r.reason for r in result.rejects] == ["no_votes"]

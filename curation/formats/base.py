@@ -21,6 +21,24 @@ if TYPE_CHECKING:
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
+
+def letter_schema(n_choices: int) -> dict[str, Any]:
+    """A reply property that names one of `n_choices` options by its letter (A, B, ...).
+
+    Judges answer with a letter, as exams do: asked for a 0-based index of lettered options,
+    small models often give the 1-based position instead.
+    """
+    return {"type": "string", "enum": list(LETTERS[:n_choices])}
+
+
+def letter_index(value: Any, n_choices: int, name: str = "answer") -> int:
+    """The position of the option a reply's letter names; RowError when it names none."""
+    letter = value.strip().rstrip(".)").upper() if isinstance(value, str) else value
+    if not isinstance(letter, str) or len(letter) != 1 or letter not in LETTERS[:n_choices]:
+        raise RowError("label_out_of_range", name,
+                       f"{value!r} is not one of {', '.join(LETTERS[:n_choices])}")
+    return LETTERS.index(letter)
+
 # A question asks ("...?", "Which ..."), instructs ("Explain ..."), has a blank to fill
 # ("... _ ...") or is an unfinished stem that its options complete ("Plants need").
 _ASKS = re.compile(
