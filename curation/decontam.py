@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow.parquet as pq
 import xxhash
 from pydantic import Field
 from taskseed.curation.errors import TaskseedError
 from taskseed.curation.eval_sets import EvalSplit, eval_splits, read_eval_split
 from taskseed.curation.files import write_json
+from taskseed.curation.near_index import NearIndex, near_text
 from taskseed.curation.ngram_index import MAX_NGRAM, EvalItem, NgramIndex
 from taskseed.curation.readers import expand_files, iter_file
 from taskseed.curation.record import Record
@@ -37,7 +39,7 @@ from taskseed.curation.stage import (
 )
 from taskseed.curation.taskspec import TaskSpec, load_task_specs
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 REASON = "eval_overlap"
 DETAIL_ITEMS = 5
 REPORT = "decontamination.json"
@@ -76,25 +78,23 @@ def record_texts(record: Record) -> tuple[str, str]:
     return text_pair(record.question, record.answer, record.choices, record.context)
 
 
-def row_texts(row: dict[str, Any]) -> tuple[str, str]:
-    """The texts of a record or eval row as a dict (fields of other types read as text)."""
-    choices = row.get("choices")
-    context = row.get("context")
-    return text_pair(
-        str(row.get("question") or ""), str(row.get("answer") or ""),
-        [str(c) for c in choices] if isinstance(choices, list) else [],
-        None if context is None else str(context),
-    )
-
-
 @dataclass
 class EvalCorpus:
     """The held-out items to index, their texts, and which splits were (not) read."""
 
     items: list[EvalItem] = field(default_factory=list)
     texts: list[tuple[str, str]] = field(default_factory=list)
+    near_texts: list[str] = field(default_factory=list)
+    choices: list[list[str]] = field(default_factory=list)
     indexed: list[dict[str, Any]] = field(default_factory=list)
     not_indexed: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, item: EvalItem, question: str, answer: str, choices: list[str],
+            context: str | None) -> None:
+        self.items.append(item)
+        self.texts.append(text_pair(question, answer, choices, context))
+        self.near_texts.append(near_text(question, context))
+        self.choices.append(list(choices))
 
 
 def _read_split(target: EvalSplit, seeds_root: Path, hub: str) -> StageResult | str:
@@ -130,8 +130,8 @@ def collect_eval(
         files = {r.source.path for r in got.items}
         for record in got.items:
             name = Path(record.source.path or "").name if len(files) > 1 else ""
-            corpus.items.append(EvalItem(target.task, target.split, record.source.row, name))
-            corpus.texts.append(record_texts(record))
+            corpus.add(EvalItem(target.task, target.split, record.source.row, name),
+                       record.question, record.answer, record.choices, record.context)
         entry.update(items=len(got.items), source="files" if target.local else "hub")
         if got.rejects:
             entry["rows_not_normalized"] = len(got.rejects)
@@ -156,8 +156,12 @@ def _add_extra(corpus: EvalCorpus, path: Path) -> None:
         source = row.get("source") if isinstance(row.get("source"), dict) else {}
         bench = str(row.get("task") or path.name.split(".")[0])
         split = str(row.get("split") or source.get("split") or "extra")
-        corpus.items.append(EvalItem(bench, split, row_index, path.name))
-        corpus.texts.append(row_texts(row))
+        choices = row.get("choices")
+        context = row.get("context")
+        corpus.add(EvalItem(bench, split, row_index, path.name), row["question"],
+                   str(row.get("answer") or ""),
+                   [str(c) for c in choices] if isinstance(choices, list) else [],
+                   None if context is None else str(context))
         counts[(bench, split)] += 1
     for (bench, split), n in sorted(counts.items()):
         corpus.indexed.append({"benchmark": bench, "split": split, "items": n,
@@ -205,30 +209,84 @@ def index_key(specs: dict[str, TaskSpec], seeds_root: Path, params: DecontamPara
     return xxhash.xxh3_64_hexdigest(json.dumps(settings, sort_keys=True).encode())
 
 
+@dataclass
+class EvalIndex:
+    """The n-gram index and the near-copy index (`near_index`) of the same held-out items."""
+
+    ngram: NgramIndex
+    near: NearIndex
+
+    @property
+    def items(self) -> list[EvalItem]:
+        return self.ngram.items
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.ngram.meta
+
+    def match(self, rows: list[tuple[str, str, list[str], str | None]],
+              min_matches: int = 1) -> list[np.ndarray]:
+        """For each (question, answer, choices, context): the ids of the eval items it
+        overlaps by n-grams or is a near copy of."""
+        by_ngram = self.ngram.match([text_pair(*row) for row in rows], min_matches)
+        by_near = self.near.match([near_text(q, c) for q, _, _, c in rows],
+                                  [list(ch) for _, _, ch, _ in rows])
+        return [np.union1d(a, b).astype(np.int32) if len(b) else a
+                for a, b in zip(by_ngram, by_near, strict=True)]
+
+    def save(self, npz: Path, table: Path) -> None:
+        """The near-copy arrays, then the n-gram index (its `.npz` is the commit)."""
+        npz.parent.mkdir(parents=True, exist_ok=True)
+        self.near.save(near_path(npz))
+        self.ngram.save(npz, table)
+
+    @classmethod
+    def load(cls, npz: Path, table: Path) -> EvalIndex:
+        return cls(NgramIndex.load(npz, table), NearIndex.load(near_path(npz)))
+
+
+def near_path(npz: Path) -> Path:
+    """The near-copy arrays beside the n-gram index `decontam-<key>.npz`: `near-<key>.npz`."""
+    return npz.with_name(npz.name.replace("decontam-", "near-", 1))
+
+
+def record_fields(record: Record) -> tuple[str, str, list[str], str | None]:
+    return record.question, record.answer, record.choices, record.context
+
+
+def row_fields(row: dict[str, Any]) -> tuple[str, str, list[str], str | None]:
+    """The fields of a record or eval row as a dict (fields of other types read as text)."""
+    choices, context = row.get("choices"), row.get("context")
+    return (str(row.get("question") or ""), str(row.get("answer") or ""),
+            [str(c) for c in choices] if isinstance(choices, list) else [],
+            None if context is None else str(context))
+
+
 def build_index(
     specs: dict[str, TaskSpec], seeds_root: Path, params: DecontamParams
-) -> NgramIndex:
-    """The index of every held-out split (see `collect_eval`), with its split lists."""
+) -> EvalIndex:
+    """The indexes of every held-out split (see `collect_eval`), with its split lists."""
     corpus = collect_eval(specs, seeds_root, params.hub, params.extra_eval_files)
     meta = {"indexed": corpus.indexed, "not_indexed": corpus.not_indexed,
             "settings": index_settings(specs, params.ngram, params.hub,
                                        params.extra_eval_files)}
-    return NgramIndex.build(corpus.items, corpus.texts, params.ngram, meta)
+    return EvalIndex(NgramIndex.build(corpus.items, corpus.texts, params.ngram, meta),
+                     NearIndex.build(corpus.near_texts, corpus.choices))
 
 
 def load_or_build(
-    npz: Path, table: Path, build: Callable[[], NgramIndex]
-) -> tuple[NgramIndex, bool]:
+    npz: Path, table: Path, build: Callable[[], EvalIndex]
+) -> tuple[EvalIndex, bool]:
     """Load the index at `npz`/`table`, or build and save it under a lock so that one
     process builds it; the second value says whether this call built it."""
     if npz.exists():
-        return NgramIndex.load(npz, table), False
+        return EvalIndex.load(npz, table), False
     npz.parent.mkdir(parents=True, exist_ok=True)
     with npz.with_suffix(".lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             if npz.exists():
-                return NgramIndex.load(npz, table), False
+                return EvalIndex.load(npz, table), False
             index = build()
             index.save(npz, table)
             return index, True
@@ -237,7 +295,7 @@ def load_or_build(
 
 
 def overlap_summary(
-    index: NgramIndex, rows: Iterable[dict[str, Any]], min_matches: int, count_name: str
+    index: EvalIndex, rows: Iterable[dict[str, Any]], min_matches: int, count_name: str
 ) -> dict[str, Any]:
     """Per benchmark and split: eval items matched and `count_name` (records overlapping),
     by the records' own task too."""
@@ -247,7 +305,7 @@ def overlap_summary(
     checked = overlapping = 0
     for chunk in _chunks(rows, CHECK_BATCH):
         checked += len(chunk)
-        for row, found in zip(chunk, index.match([row_texts(r) for r in chunk], min_matches),
+        for row, found in zip(chunk, index.match([row_fields(r) for r in chunk], min_matches),
                               strict=True):
             overlapping += bool(len(found))
             splits = set()
@@ -310,7 +368,7 @@ class DecontaminateStage(FilterStage[DecontamParams]):
     ) -> None:
         super().__init__(params)
         self.specs, self.seeds_root, self.run_dir, self.seeds = specs, seeds_root, run_dir, seeds
-        self._index: NgramIndex | None = None
+        self._index: EvalIndex | None = None
         self.built_index = False
 
     @classmethod
@@ -334,7 +392,7 @@ class DecontaminateStage(FilterStage[DecontamParams]):
         return folder / f"{stem}.npz", folder / f"{stem}.json"
 
     @property
-    def index(self) -> NgramIndex:
+    def index(self) -> EvalIndex:
         """The run's index, loaded, or built once when no process has built it yet."""
         if self._index is None:
             npz, table = self.index_paths()
@@ -350,7 +408,7 @@ class DecontaminateStage(FilterStage[DecontamParams]):
 
     def judge(self, batch: list[Record], shard: int, counters: Counter[str]) -> list[Verdict]:
         index = self.index
-        found = index.match([record_texts(r) for r in batch], self.params.min_matches)
+        found = index.match([record_fields(r) for r in batch], self.params.min_matches)
         verdicts: list[Verdict] = []
         for item_ids in found:
             if not len(item_ids):
@@ -377,8 +435,9 @@ class DecontaminateStage(FilterStage[DecontamParams]):
             "ngram": self.params.ngram,
             "min_matches": self.params.min_matches,
             "hub": self.params.hub,
-            "index": {"path": str(npz.relative_to(self.run_dir)), "keys": int(len(index.keys)),
-                      "items": len(index.items)},
+            "index": {"path": str(npz.relative_to(self.run_dir)),
+                      "keys": int(len(index.ngram.keys)), "items": len(index.items),
+                      "near_copy_keys": int(len(index.near.keys) + len(index.near.pair_codes))},
             "indexed": index.meta.get("indexed", []),
             "not_indexed": index.meta.get("not_indexed", []),
             "generated": generated,
@@ -386,7 +445,7 @@ class DecontaminateStage(FilterStage[DecontamParams]):
         }
         write_json(output.path / REPORT, report)
 
-    def _seeds_report(self, index: NgramIndex) -> dict[str, Any] | None:
+    def _seeds_report(self, index: EvalIndex) -> dict[str, Any] | None:
         if not self.params.include_seeds_report:
             return None
         files = self.seeds.files() if self.seeds is not None else []

@@ -84,7 +84,7 @@ class _Powers:
 _POWERS = _Powers()
 
 
-def _mix(h: np.ndarray) -> np.ndarray:
+def mix64(h: np.ndarray) -> np.ndarray:
     """splitmix64's finalizer: spreads the bits of a linear hash."""
     h = (h ^ (h >> np.uint64(30))) * _M1
     h = (h ^ (h >> np.uint64(27))) * _M2
@@ -98,7 +98,7 @@ def span_hashes(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.
     prefix = np.zeros(len(values) + 1, dtype=np.uint64)
     np.cumsum(values * up[:len(values)], out=prefix[1:])
     h = (prefix[ends] - prefix[starts]) * down[starts]
-    return _mix(h + _LENGTH * (ends - starts).astype(np.uint64))
+    return mix64(h + _LENGTH * (ends - starts).astype(np.uint64))
 
 
 @cache
@@ -157,10 +157,10 @@ def _block_hashes(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.
     more, k = np.flatnonzero(length > 8), 8
     while len(more):
         tail = _ascii_lower(blocks[starts[more] + k] & _MASKS[np.minimum(length[more] - k, 8)])
-        h[more] = _mix(h[more]) ^ tail
+        h[more] = mix64(h[more]) ^ tail
         k += 8
         more = more[length[more] > k]
-    return _mix(h + _LENGTH * length.astype(np.uint64))
+    return mix64(h + _LENGTH * length.astype(np.uint64))
 
 
 def _chunk_words(parts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -296,9 +296,9 @@ def _postings(keys: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, ...]:
     first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else []
     bounds = np.append(first, len(keys)).astype(np.int64)
     sizes = np.diff(bounds)
-    mixed = _mix(items.astype(np.uint64) + np.uint64(1))
+    mixed = mix64(items.astype(np.uint64) + np.uint64(1))
     signature = np.add.reduceat(mixed, bounds[:-1]) if len(items) else mixed
-    signature = _mix(signature ^ sizes.astype(np.uint64))
+    signature = mix64(signature ^ sizes.astype(np.uint64))
     unique, first, key_posting = np.unique(signature, return_index=True, return_inverse=True)
     lengths = sizes[first]
     offsets = np.zeros(len(unique) + 1, dtype=np.int64)
