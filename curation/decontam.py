@@ -228,11 +228,13 @@ class EvalIndex:
               min_matches: int = 1) -> list[np.ndarray]:
         """For each (question, answer, choices, context): the ids of the eval items it
         overlaps by n-grams or is a near copy of."""
-        by_ngram = self.ngram.match([text_pair(*row) for row in rows], min_matches)
+        found = self.ngram.match([text_pair(*row) for row in rows], min_matches)
         by_near = self.near.match([near_text(q, c) for q, _, _, c in rows],
-                                  [list(ch) for _, _, ch, _ in rows])
-        return [np.union1d(a, b).astype(np.int32) if len(b) else a
-                for a, b in zip(by_ngram, by_near, strict=True)]
+                                  [row[2] for row in rows])
+        for i, near in enumerate(by_near):
+            if len(near):
+                found[i] = np.union1d(found[i], near).astype(np.int32)
+        return found
 
     def save(self, npz: Path, table: Path) -> None:
         """The near-copy arrays, then the n-gram index (its `.npz` is the commit)."""

@@ -24,6 +24,8 @@ def rec(fmt=Format.MULTIPLE_CHOICE, **over) -> Record:
         (rec(choices=["whale"]), "too_few_choices"),
         (rec(choices=["whale", "Whale", "trout"]), "duplicate_choices"),
         (rec(choices=["whale", " ", "trout"]), "empty_choice"),
+        (rec(choices=["A) whale", "B) shark", "C) trout"], answer="A) whale"),
+         "lettered_choices"),
         (rec(Format.YES_NO, choices=[], answer="maybe"), "answer_not_yes_no"),
         (rec(Format.MATH, choices=[], answer="about twelve"), "answer_not_numeric"),
         (rec(Format.EXTRACTIVE, choices=[], context="The cat sat.", answer="dog"),
@@ -42,6 +44,7 @@ def test_drops_carry_their_reason(record, reason):
     "record",
     [
         rec(),
+        rec(choices=["a whale", "B. Smith's shark", "c: trout"], answer="a whale"),
         rec(Format.YES_NO, choices=[], answer="no"),
         rec(Format.MATH, choices=[], answer="1,250"),
         rec(Format.MATH, choices=[], answer="-3.5"),

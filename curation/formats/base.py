@@ -48,6 +48,7 @@ _ASKS = re.compile(
     r"complete|fill|predict|estimate|compare|classify|write|solve|evaluate|tell|define)\b",
     re.IGNORECASE)
 _FINISHED = re.compile(r"[.!\"')\]]\s*$")
+_LETTERED = re.compile(r"^\(?([A-Ja-j])[).:]\s")
 
 
 @dataclass(slots=True)
@@ -82,6 +83,11 @@ def check_choices(record: Record) -> Verdict:
         return drop("duplicate_choices", "two choices are the same")
     if record.answer not in record.choices:
         return drop("answer_not_in_choices", f"'{record.answer[:80]}'")
+    marks = [_LETTERED.match(c) for c in record.choices]
+    if all(marks) and [m.group(1).upper() for m in marks if m] == list(
+            LETTERS[:len(marks)]):
+        return drop("lettered_choices", f"the choices carry their own letters: "
+                    f"'{record.choices[0][:40]}'")
     return KEEP
 
 
