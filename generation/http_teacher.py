@@ -11,8 +11,10 @@ import asyncio
 import json
 import logging
 import os
+import sys
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,9 +91,27 @@ def auth_headers(api_key_env: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
+def missing_key(base_url: str | None, role: str, api_key_env: str) -> str | None:
+    """A warning when `api_key_env` names an unset variable for a server that is not on
+    this machine, or None."""
+    if base_url is None or os.environ.get(api_key_env):
+        return None
+    if urllib.parse.urlsplit(base_url).hostname in ("127.0.0.1", "localhost", "::1"):
+        return None
+    return (f"{role} server {base_url}: ${api_key_env} is not set, so requests carry no API "
+            "key (set it, or `api_key_env:` to the variable that holds the key)")
+
+
+_WARNED: set[str] = set()
+
+
 def probe_server(base_url: str, role: str, api_key_env: str, timeout_s: float) -> None:
     """`GET {base_url}/models` once; an unreachable server or a refused API key is a one-line
     TaskseedError naming the server as `{role} server`."""
+    warning = missing_key(base_url, role, api_key_env)
+    if warning and warning not in _WARNED:
+        _WARNED.add(warning)
+        print(f"taskseed: warning: {warning}", file=sys.stderr)
     url = f"{base_url.rstrip('/')}/models"
     request = urllib.request.Request(url, headers=auth_headers(api_key_env))
     try:
@@ -142,6 +162,10 @@ class OpenAIConfig(BackendConfig):
         if value is not None and managed:
             raise ValueError("give either `base_url` (a running server) or `server` "
                              "(one the job starts), not both")
+        if value is not None:
+            parts = urllib.parse.urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"'{value}' is not an http:// or https:// URL with a host")
         return value
 
     def identity(self) -> dict[str, Any]:

@@ -59,11 +59,18 @@ def _run(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from taskseed.config import load_config
+    from taskseed.generation.http_teacher import OpenAIConfig, missing_key
     from taskseed.pipeline import build_stages
 
     loaded = load_config(args.config, args.overlay, sets=args.sets)
     stages = build_stages(loaded)
     loaded.config.slurm.check_names([s.name for s in stages], loaded.source_of("slurm"))
+    models = {"teacher": loaded.config.teacher, **loaded.config.models}
+    for role, model in models.items():
+        if isinstance(model, OpenAIConfig):
+            warning = missing_key(model.base_url, role, model.api_key_env)
+            if warning:
+                print(f"taskseed: warning: {warning}", file=sys.stderr)
     label = " + ".join(map(str, [args.config, *args.overlay]))
     label += "".join(f" --set {item}" for item in args.sets)
     print(f"{label}: ok, {len(loaded.specs)} tasks, stages: "

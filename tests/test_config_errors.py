@@ -61,6 +61,10 @@ def test_valid_config_builds_stages(tmp_path):
         (BASE.format(run="r", exemplars=2).replace("tasks: [demo.yaml]", "tasks: [nope*.yaml]"),
          "tasks[0]", "no task spec matches"),
         ("name: [unclosed\n", "line 1", "invalid YAML"),
+        (BASE.format(run="r", exemplars=2) + "teacher: {backend: openai, model: m, "
+         "base_url: 'htp://x'}\n", "teacher.base_url", "'htp://x' is not an http:// or"),
+        (BASE.format(run="r", exemplars=2) + "models: {judge: {backend: openai, model: m, "
+         "base_url: 'localhost:8000/v1'}}\n", "models.judge.base_url", "not an http://"),
     ],
 )
 def test_mistakes_name_file_and_key(tmp_path, body, key, words):
@@ -109,3 +113,24 @@ def test_cli_prints_one_line_and_no_traceback(tmp_path):
         "Input should be a valid integer, unable to parse string as an integer"
     ]
     assert "Traceback" not in proc.stderr
+
+
+def test_an_unset_api_key_variable_is_a_warning_naming_it(tmp_path, monkeypatch, capsys):
+    from taskseed.cli import main
+
+    body = BASE.format(run="r", exemplars=2) + (
+        "teacher: {backend: openai, model: m, base_url: 'http://teacher.example:8000/v1',"
+        " api_key_env: TASKSEED_TEST_UNSET_KEY}\n"
+        "models: {judge: {backend: openai, model: m, base_url: 'http://127.0.0.1:9/v1',"
+        " api_key_env: TASKSEED_TEST_UNSET_KEY}}\n")
+    path = write_config(tmp_path, body)
+    monkeypatch.delenv("TASKSEED_TEST_UNSET_KEY", raising=False)
+    assert main(["check", str(path)]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warnings == [
+        "taskseed: warning: teacher server http://teacher.example:8000/v1: "
+        "$TASKSEED_TEST_UNSET_KEY is not set, so requests carry no API key (set it, or "
+        "`api_key_env:` to the variable that holds the key)"]  # a local judge needs none
+    monkeypatch.setenv("TASKSEED_TEST_UNSET_KEY", "secret-value")
+    assert main(["check", str(path)]) == 0
+    assert "warning" not in capsys.readouterr().err
