@@ -420,8 +420,9 @@ class OpenAITeacher:
             attempt += 1
             if not outcome.retryable or attempt >= self.max_retries:
                 self.failures += 1
-                log.warning("teacher request failed after %d attempt(s): %s %s",
-                            attempt, outcome.reason, outcome.detail)
+                # Not a warning: the stage may ask again, and its summary reports coverage.
+                log.debug("request failed after %d attempt(s): %s %s",
+                          attempt, outcome.reason, outcome.detail)
                 return TeacherResponse(text=outcome.text, finish_reason=outcome.finish_reason,
                                        error=outcome.reason, detail=outcome.detail,
                                        fatal=outcome.fatal)

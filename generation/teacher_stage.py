@@ -218,7 +218,8 @@ class TeacherStage(BatchStage[TP]):
         first = failed[0]
         said = f": {first.detail}" if first.detail else ""
         return (f"stage '{self.name}' shard {shard}: {len(failed)} of {total} requests got no "
-                f"answer from the teacher {self.teacher_cfg.describe()}: {first.error}{said}; "
+                f"answer from the {self.params.model} {self.teacher_cfg.describe()}: "
+                f"{first.error}{said}; "
                 "replies already received are kept, so rerunning the same command resumes")
 
     def ask_all(self, asks: list[Ask[C]], shard: int, counters: Counter[str]) -> list[Answer[C]]:

@@ -18,7 +18,7 @@ from taskseed.curation.formats.base import LETTERS
 from taskseed.curation.record import Format, Record, Reject, Source
 from taskseed.curation.stage import BuildContext, StageResult
 from taskseed.generation.embedded import EmbeddedConfig
-from taskseed.generation.fake_server import FakeOpenAIServer
+from taskseed.generation.fake_server import FakeOpenAIServer, Fault
 from taskseed.generation.http_teacher import OpenAIConfig
 from taskseed.generation.teacher import BackendConfig
 from taskseed.judges.heuristics import HeuristicParams, HeuristicsStage
@@ -492,6 +492,15 @@ def test_votes_that_stay_unusable_drop_the_record() -> None:
     assert server.count == 4  # two votes, each asked twice
     assert [r.reason for r in result.rejects] == ["no_votes"]
     assert result.counters["retried"] == 2 and result.counters["accepted"] == 0
+
+
+def test_a_judge_outage_names_the_judge_not_the_teacher() -> None:
+    with FakeOpenAIServer(responder=grader({}), faults=[Fault("503", times=100)]) as server, \
+            pytest.raises(TaskseedError) as info:
+        run(judge_stage(openai(server)), [free(1)])
+    message = str(info.value)
+    assert "1 of 1 requests got no answer from the judge" in message
+    assert f"{server.base_url} (model fake-judge): http_503" in message
 
 
 # --- the real embedded model ----------------------------------------------------------------
