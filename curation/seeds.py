@@ -10,8 +10,9 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import xxhash
 from pydantic import Field
-from taskseed.curation.errors import RowError
+from taskseed.curation.errors import RowError, TaskseedError
 from taskseed.curation.normalize import normalize_row
 from taskseed.curation.readers import iter_split
 from taskseed.curation.record import RawRow, Record, Source
@@ -92,22 +93,53 @@ class SeedStage(SourceStage[SeedParams]):
         return {**self.__dict__, "_cursor": None}
 
     def plan(self) -> list[dict[str, Any]]:
-        """Shards of `rows_per_shard` rows per task; the splits are counted, not kept."""
+        """Shards of `rows_per_shard` rows per task; the splits are counted, not kept. A row
+        that repeats an earlier row of its task is marked, by its position, with the row it
+        repeats; a training split without rows is a one-line error naming its files."""
         shards = []
         size = self.params.rows_per_shard
         for name, spec in sorted(self.specs.items()):
             if spec.train is None:
                 continue
-            total = sum(1 for _ in self._stream(spec))
+            total, repeats = self._count(spec)
+            if not total and spec.train.files:
+                files = ", ".join(str(self.seeds_root / f) for f in spec.train.files)
+                raise TaskseedError(f"seeds: task '{name}': its training split ({files}) "
+                                    "holds no rows")
             for start in range(0, total, size):
-                shards.append({"task": name, "start": start, "stop": min(start + size, total)})
+                stop = min(start + size, total)
+                shard: dict[str, Any] = {"task": name, "start": start, "stop": stop}
+                inside = {str(p): first for p, first in repeats.items() if start <= p < stop}
+                if inside:
+                    shard["repeats"] = inside
+                shards.append(shard)
         return shards
+
+    def _count(self, spec: TaskSpec) -> tuple[int, dict[int, str]]:
+        """The split's row count, and the rows that repeat an earlier one (position: the
+        earlier row's file and row)."""
+        seen: dict[int, str] = {}
+        repeats: dict[int, str] = {}
+        total = 0
+        for position, (path, index, row) in enumerate(self._stream(spec)):
+            total += 1
+            if isinstance(row, RowError):
+                continue
+            key = xxhash.xxh3_64_intdigest(
+                json.dumps(row, sort_keys=True, ensure_ascii=False, default=str).encode())
+            if key in seen:
+                repeats[position] = seen[key]
+            else:
+                seen[key] = f"{self._relative(path)} row {index}"
+        return total, repeats
 
     def read(self, shard: dict[str, Any]) -> StageResult:
         spec = self.specs[shard["task"]]
         assert spec.train is not None
         result = StageResult()
-        for path, index, row in self._rows(spec, shard["start"], shard["stop"]):
+        repeats = shard.get("repeats", {})
+        rows = self._rows(spec, shard["start"], shard["stop"])
+        for position, (path, index, row) in enumerate(rows, shard["start"]):
             source = Source(
                 dataset=spec.source.dataset,
                 config=spec.source.config,
@@ -121,6 +153,11 @@ class SeedStage(SourceStage[SeedParams]):
                 result.drop(self.name, raw, row.reason, detail)
                 continue
             payload = json.dumps(row, ensure_ascii=False, default=str)
+            if str(position) in repeats:
+                detail = f"{source.path} row {index}: repeats {repeats[str(position)]}"
+                result.drop(self.name, RawRow(spec.name, source, payload), "duplicate_row",
+                            detail)
+                continue
             result.items.append(RawRow(spec.name, source, payload))
         result.counters[f"rows:{spec.name}"] = len(result.items)
         return result

@@ -10,6 +10,8 @@ from taskseed.budget import BudgetConfig
 from taskseed.curation.files import write_json
 from taskseed.rundir import RunDir, StageDir
 
+EXAMPLES = 3  # reject details shown per stage and reason
+
 
 @dataclass
 class StageReport:
@@ -23,6 +25,7 @@ class StageReport:
     counters_this_run: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     coverage: float | None = None  # teacher stages: accepted / planned requests
+    examples: dict[str, list[str]] = field(default_factory=dict)  # first details per reason
 
     @classmethod
     def collect(cls, name: str, out: StageDir, ran: dict[int, dict], seconds: float) -> StageReport:
@@ -45,7 +48,7 @@ class StageReport:
         return cls(
             name, len(shards), len(ran), inputs, outputs, dict(sorted(rejects.items())),
             dict(sorted(counters.items())), dict(sorted(now.items())), round(seconds, 2),
-            coverage,
+            coverage, first_details(out, shards, set(rejects)),
         )
 
     def line(self) -> str:
@@ -59,6 +62,22 @@ class StageReport:
         if self.coverage is not None:
             text += f"; {coverage_text(self.counters)}"
         return text
+
+
+def first_details(out: StageDir, shards: list[int], reasons: set[str]) -> dict[str, list[str]]:
+    """The details of the first EXAMPLES drops of each reason (file, row and field for a
+    seed), reading reject files only until every reason has them."""
+    examples: dict[str, list[str]] = {reason: [] for reason in sorted(reasons)}
+    for shard in shards:
+        if all(len(v) >= EXAMPLES for v in examples.values()):
+            break
+        if not out.rejects_path(shard).exists():
+            continue
+        for reject in out.read_rejects(shard):
+            shown = examples.setdefault(reject.reason, [])
+            if len(shown) < EXAMPLES and reject.detail:
+                shown.append(reject.detail[:200])
+    return {reason: shown for reason, shown in examples.items() if shown}
 
 
 def coverage_text(counters: dict[str, int]) -> str:
@@ -130,6 +149,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             out.append(f"  {s['name']} {coverage_text(s['counters'])}")
         for reason, n in s["rejects"].items():
             out.append(f"  drop {s['name']}/{reason}: {n}")
+            out += [f"    e.g. {detail}" for detail in s.get("examples", {}).get(reason, [])]
     out += summary.get("acceptance_text", [])
     out.append(f"teacher calls this run: {summary['teacher_calls_this_run']}")
     return "\n".join(out)

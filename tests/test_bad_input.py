@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,32 @@ def test_label_files_must_pair_with_files(tmp_path):
     assert str(info.value) == (
         f"{path}: train: `label_files` needs one label file per entry of `files`"
     )
+
+
+def _mc_row(stem: str, key: str = "A") -> str:
+    choices = [{"label": "A", "text": "red"}, {"label": "B", "text": "blue"}]
+    return json.dumps({"question": {"stem": stem, "choices": choices}, "answerKey": key})
+
+
+def test_repeated_seed_rows_are_dropped_naming_the_row_they_repeat(tmp_path):
+    spec = load_task_spec(SPECS / "bad_mc.yaml")
+    rows = [_mc_row("Which is warm?"), _mc_row("Which is cold?", "B"),
+            _mc_row("Which is warm?"), _mc_row("Which is cold?", "B")]
+    (tmp_path / "mc.jsonl").write_text("\n".join(rows) + "\n")
+    stage = SeedStage(SeedParams(rows_per_shard=3), {spec.name: spec}, tmp_path)
+    read = [stage.read(shard) for shard in stage.plan()]
+    assert [len(r.items) for r in read] == [2, 0]
+    rejects = [r for part in read for r in part.rejects]
+    assert [(r.reason, r.detail) for r in rejects] == [
+        ("duplicate_row", "mc.jsonl row 2: repeats mc.jsonl row 0"),
+        ("duplicate_row", "mc.jsonl row 3: repeats mc.jsonl row 1")]
+
+
+def test_an_empty_seed_file_is_one_line_naming_it(tmp_path):
+    spec = load_task_spec(SPECS / "bad_mc.yaml")
+    (tmp_path / "mc.jsonl").write_text("")
+    stage = SeedStage(SeedParams(), {spec.name: spec}, tmp_path)
+    with pytest.raises(TaskseedError) as info:
+        stage.plan()
+    assert str(info.value) == (f"seeds: task 'bad_mc': its training split "
+                               f"({tmp_path / 'mc.jsonl'}) holds no rows")

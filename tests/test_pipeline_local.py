@@ -142,7 +142,7 @@ def test_exact_dedup_drops_duplicates_with_reason(tmp_path, repo):
         {"q": "What is the capital of France?", "a": "Paris"},
         {"q": "what is the capital of France", "a": "paris."},
         {"q": "What is the capital of Spain?", "a": "Madrid"},
-        {"q": "What is the capital of France?", "a": "Paris"},
+        {"q": "What is the capital of France? ", "a": "Paris"},  # not the same seed row
     ]
     (seeds / "caps.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "caps.yaml").write_text(

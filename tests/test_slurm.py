@@ -46,13 +46,13 @@ CAPS = [
     ("What is the capital of France?", "Paris"),
     ("what is the capital of France", "paris."),
     ("What is the capital of Spain?", "Madrid"),
-    ("What is the capital of France?", "Paris"),
+    ("What is the capital of France? ", "Paris"),  # the same record, not the same seed row
     ("Capital?", "Rome"),
     ("What is the capital of Japan?", "Tokyo"),
     ("What is the capital of Peru?", ""),
 ]
 SUMS = [(f"What is {i} plus {i + 1}?", str(2 * i + 1)) for i in range(6)] + [
-    ("What is 0 plus 1?", "1"),
+    ("What is 0 plus 1? ", "1"),
     ("Sum?", "3"),
 ]
 
