@@ -46,7 +46,7 @@ class TeacherParams(StageParams):
     top_p: float = Field(0.95, gt=0, le=1)
     max_tokens: int = Field(384, ge=16)
     batch_size: int = Field(256, ge=1)
-    max_attempts: int = Field(2, ge=1, le=10)
+    max_attempts: int = Field(3, ge=1, le=10)
     min_coverage: float = Field(0.5, ge=0, le=1)
 
 
