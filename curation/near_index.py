@@ -29,7 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from taskseed.curation.ngram_index import _POWERS, mix64, span_hashes, word_hashes
+from taskseed.curation.ngram_index import (
+    _POWERS,
+    mix64,
+    span_hashes,
+    span_positions,
+    word_hashes,
+)
 
 MAX_WORDS = 40
 MIN_WORDS = 1
@@ -87,7 +93,7 @@ class TextSets:
             key, owner = key[keep], owner[keep]
         counts = np.diff(self.option_offsets)[owner]
         starts = self.option_offsets[owner]
-        at = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+        at = span_positions(starts, counts)
         return mix64(np.repeat(key, counts)) ^ self.options[at], np.repeat(owner, counts)
 
 
@@ -129,7 +135,7 @@ def _lookup(sorted_codes: np.ndarray, sorted_items: np.ndarray, codes: np.ndarra
     hit = np.flatnonzero(sorted_codes[np.minimum(lo, len(sorted_codes) - 1)] == codes)
     lo = lo[hit]
     sizes = np.searchsorted(sorted_codes, codes[hit], side="right") - lo
-    picks = np.repeat(lo - np.cumsum(sizes) + sizes, sizes) + np.arange(sizes.sum())
+    picks = span_positions(lo, sizes)
     return np.repeat(owners[hit], sizes), sorted_items[picks].astype(np.int64)
 
 
@@ -199,7 +205,7 @@ class NearIndex:
         if not counts.sum() or not len(self.option_codes):
             return np.zeros(len(record), dtype=np.int64)
         starts = query.option_offsets[record]
-        at = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+        at = span_positions(starts, counts)
         codes = _option_codes(np.repeat(item, counts), query.options[at])
         where = np.minimum(np.searchsorted(self.option_codes, codes), len(self.option_codes) - 1)
         hit = self.option_codes[where] == codes

@@ -209,6 +209,11 @@ class BitFilter:
         return ((self.bits[slot >> 3] >> (slot & 7).astype(np.uint8)) & 1).astype(bool)
 
 
+def span_positions(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """The positions `starts[i] .. starts[i] + sizes[i] - 1` of every span, concatenated."""
+    return np.repeat(starts - np.cumsum(sizes) + sizes, sizes) + np.arange(sizes.sum())
+
+
 def sorted_lookup(sorted_keys: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Position of each value in `sorted_keys`, -1 where absent (the values are sorted
     first: a sorted search then walks memory in order)."""
@@ -384,7 +389,7 @@ class NgramIndex:
         text, posting = code // postings, code % postings
         lo, hi = self.posting_offsets[posting], self.posting_offsets[posting + 1]
         sizes = hi - lo
-        picks = np.repeat(lo - np.cumsum(sizes) + sizes, sizes) + np.arange(sizes.sum())
+        picks = span_positions(lo, sizes)
         code = np.repeat(text, sizes) * len(self.items) + self.posting_items[picks]
         code, inverse = np.unique(code, return_inverse=True)
         found = code[np.bincount(inverse, weights=np.repeat(score, sizes)) >= min_matches]
