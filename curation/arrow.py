@@ -26,6 +26,9 @@ SAMPLING_TYPE = pa.struct(
         ("seed", pa.int64()),
     ]
 )
+MODEL_TEXT_TYPE = pa.struct(
+    [("stage", pa.string()), ("model", pa.string()), ("license", pa.string())]
+)
 LINEAGE_TYPE = pa.struct(
     [
         ("seed_ids", pa.list_(pa.string())),
@@ -34,6 +37,7 @@ LINEAGE_TYPE = pa.struct(
         ("prompt_hash", pa.string()),
         ("sampling", SAMPLING_TYPE),
         ("stage", pa.string()),
+        ("models", pa.list_(MODEL_TEXT_TYPE)),
     ]
 )
 # Scores as a list of (name, value) pairs: `datasets`, pandas and cuDF all read it (no map type).

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from taskseed.curation.commercial import obligations, terms_summary
 from taskseed.curation.files import write_json
 from taskseed.curation.formats import answer_format
 from taskseed.curation.record import Origin, Record
@@ -94,4 +95,6 @@ class ExportStage(FilterStage[ExportParams]):
                         "mix": dict(counts),
                     }
                 )
-        write_json(manifest, {"files": files, "totals": dict(totals)})
+        terms = terms_summary(stage_dir.shard_path(s) for s in stage_dir.done_shards())
+        write_json(manifest, {"files": files, "totals": dict(totals), "model_terms": terms,
+                              "obligations": obligations(terms)})

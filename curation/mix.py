@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from taskseed.curation.commercial import obligations, terms_summary
 from taskseed.curation.files import write_json
 from taskseed.curation.mix_layout import totals, write_mix
 from taskseed.curation.mix_params import MixParams
@@ -100,6 +101,7 @@ class MixStage(FrameStage[MixParams]):
         sets = {"full": totals([e for e in entries if e["set"] == "full"], DATASETS)}
         if self.params.commercial_subset:
             sets[COMMERCIAL] = totals([e for e in entries if e["set"] == COMMERCIAL], DATASETS)
+        terms = terms_summary(output.shard_path(s) for s in shards)
         write_json(manifest, {
             "seed": self.params.seed,
             "tokenizer": self.params.tokenizer.model_dump(mode="json"),
@@ -107,5 +109,7 @@ class MixStage(FrameStage[MixParams]):
             "shard_records": self.params.shard_records,
             "shard_tokens": self.params.shard_tokens,
             "sets": sets,
+            "model_terms": terms,
+            "obligations": obligations(terms),
             "files": files,
         })

@@ -11,7 +11,8 @@ from typing import Any
 import xxhash
 from taskseed.curation.formats import Format
 
-__all__ = ["Format", "Lineage", "Origin", "RawRow", "Record", "Reject", "Sampling", "Source"]
+__all__ = ["Format", "Lineage", "ModelText", "Origin", "RawRow", "Record", "Reject", "Sampling",
+           "Source"]
 
 
 class Origin(enum.StrEnum):
@@ -41,8 +42,18 @@ class Sampling:
 
 
 @dataclass(slots=True)
+class ModelText:
+    """A model whose text a record contains: the stage that asked it, its name and license."""
+
+    stage: str
+    model: str
+    license: str
+
+
+@dataclass(slots=True)
 class Lineage:
-    """How a record was made: its seeds, teacher, prompt template and sampling."""
+    """How a record was made: its seeds, teacher, prompt template and sampling, and every
+    model whose text it contains (`models`: the generator, an enricher; not a judge)."""
 
     seed_ids: list[str] = field(default_factory=list)
     teacher_model: str | None = None
@@ -50,6 +61,7 @@ class Lineage:
     prompt_hash: str | None = None
     sampling: Sampling | None = None
     stage: str | None = None
+    models: list[ModelText] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -107,6 +119,7 @@ class Record:
         if lineage.get("sampling"):
             lineage["sampling"] = Sampling(**lineage["sampling"])
         lineage["seed_ids"] = list(lineage.get("seed_ids") or [])
+        lineage["models"] = [ModelText(**m) for m in lineage.get("models") or []]
         data["lineage"] = Lineage(**lineage)
         data["choices"] = list(data.get("choices") or [])
         data["tests"] = list(data.get("tests") or [])

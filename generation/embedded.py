@@ -59,6 +59,9 @@ class EmbeddedConfig(BackendConfig):
     def describe(self) -> str:
         return f"the embedded model {self.model_path or self.model}"
 
+    def terms_name(self) -> str:
+        return Path(self.model_path).stem if self.model_path else served_name(self.model)
+
 
 class EmbeddedTeacher:
     """A llama.cpp model in this process; JSON-schema-constrained output when asked for."""

@@ -6,8 +6,9 @@ For each record the teacher is asked, under a JSON schema, for the fields it sti
 generate) is only asked for knowledge; one with both is passed through. The answer is
 shown as fixed and never read back, so enrichment cannot change it.
 
-Lineage stays as generate wrote it; the enrich template's hash is part of this stage's
-fingerprint, so a changed prompt is a different stage.
+Lineage stays as generate wrote it, with the enricher added to its models (whose terms
+decide, with the seeds' licenses, whether the record is commercial); the enrich template's
+hash is part of this stage's fingerprint, so a changed prompt is a different stage.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ class EnrichStage(TeacherStage[EnrichParams]):
     system_prompt = SYSTEM_PROMPT
     templates = (TEMPLATE,)
     outcome = "gave an enrichment"
+    writes_text = True
 
     def plan_requests(self, batch: list[Record], shard: int) -> list[Ask[Want]]:
         """One ask for every record that lacks some enrichment field."""
@@ -141,7 +143,7 @@ class EnrichStage(TeacherStage[EnrichParams]):
         for name, value in values.items():
             if echoes(value, want.instructions):
                 raise RowError("echoed_prompt", name, "repeats the prompt's instructions")
-        return dataclasses.replace(want.record, **values)
+        return self.credit(dataclasses.replace(want.record, **values))
 
     def process(self, batch: list[Record], shard: int) -> StageResult:
         result = StageResult()

@@ -74,6 +74,7 @@ class GenerateStage(TeacherStage[GenerateParams]):
     params_model = GenerateParams
     system_prompt = SYSTEM_PROMPT
     templates = (*sorted(f.template for f in DEFINITIONS.values()), EXEMPLAR_TEMPLATE)
+    writes_text = True
 
     def plan_requests(self, batch: list[Record], shard: int) -> list[Ask[Group]]:
         """Every (exemplar group, request) this shard asks the teacher for, in a fixed order."""
@@ -122,7 +123,7 @@ class GenerateStage(TeacherStage[GenerateParams]):
         group, request = ask.about, ask.request
         first = group[0]
         fields = answer_format(first.format).parse_reply(json_object(text))
-        return Record(
+        return self.credit(Record(
             task=first.task,
             family=first.family,
             format=first.format,
@@ -148,4 +149,4 @@ class GenerateStage(TeacherStage[GenerateParams]):
                 sampling=request.sampling,
                 stage=self.name,
             ),
-        )
+        ))

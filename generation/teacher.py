@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any, Protocol
 
 import xxhash
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
+from taskseed.curation.model_licenses import ModelTerms, load_model_licenses
 from taskseed.curation.record import Sampling
 
 
@@ -96,6 +97,27 @@ class BackendConfig(BaseModel):
 
     backend: str
     cache_dir: Annotated[str | None, TRANSPORT] = None  # the request cache (run directory)
+    # The model's license or terms, an id of configs/model_licenses.yaml (None: looked up
+    # there by model name). It decides what the model's text may be used for, not what the
+    # model answers, so it stays out of `identity`.
+    license: Annotated[str | None, TRANSPORT] = None
+
+    @field_validator("license")
+    @classmethod
+    def _listed_license(cls, value: str | None) -> str | None:
+        policy = load_model_licenses()
+        if value is not None and not policy.knows(value):
+            raise ValueError(f"'{value}' is not a license id of {policy.path.name} (known: "
+                             f"{', '.join(sorted(policy.terms))}, or unknown)")
+        return value
+
+    def terms_name(self) -> str | None:
+        """The name the model licenses table knows this model by."""
+        return getattr(self, "model", None)
+
+    def terms(self) -> ModelTerms:
+        """The terms of the model's outputs (see taskseed.curation.model_licenses)."""
+        return load_model_licenses().resolve(self.terms_name(), self.license)
 
     def identity(self) -> dict[str, Any]:
         """The settings that decide what the teacher answers (everything not TRANSPORT)."""

@@ -24,6 +24,7 @@ import xxhash
 from pydantic import Field
 from taskseed.curation import progress
 from taskseed.curation.errors import RowError, TaskseedError
+from taskseed.curation.record import ModelText, Record
 from taskseed.curation.stage import BatchStage, BuildContext, StageOutput, StageParams
 from taskseed.generation.backends import CHAT_CONFIGS, acquire_teacher, release_teacher
 from taskseed.generation.cache import CachedTeacher, RequestCache
@@ -127,6 +128,9 @@ class TeacherStage(BatchStage[TP]):
     templates: ClassVar[tuple[str, ...]]  # every template the stage may render
     prompt_dir: ClassVar[Path | None] = None  # where those templates are (None: generate's)
     outcome: ClassVar[str] = "gave a record"  # what an accepted request gave, for reports
+    # Whether the model's text goes into records (generate, enrich): then its terms go into
+    # their lineage and decide whether they are commercial. A judge that only scores: no.
+    writes_text: ClassVar[bool] = False
 
     def __init__(self, params: TP, teacher: BackendConfig) -> None:
         super().__init__(params)
@@ -139,8 +143,19 @@ class TeacherStage(BatchStage[TP]):
 
     def fingerprint(self) -> str:
         identity = json.dumps(self.teacher_cfg.identity(), sort_keys=True)
+        if self.writes_text:
+            identity += json.dumps(self.teacher_cfg.terms().identity())
         prompts = prompts_hash(self.system_prompt, self.templates, self.prompt_dir)
         return super().fingerprint() + xxhash.xxh3_64_hexdigest(identity.encode()) + prompts
+
+    def credit(self, record: Record) -> Record:
+        """The record with this stage's model in its lineage, and commercial only when the
+        model's terms allow training on its outputs."""
+        terms = self.teacher_cfg.terms()
+        lineage = replace(record.lineage, models=[
+            *record.lineage.models, ModelText(self.name, self.model, terms.license)])
+        return replace(record, lineage=lineage,
+                       commercial=record.commercial and terms.allows_training)
 
     def check_ready(self) -> None:
         self.teacher_cfg.probe(self.params.model)

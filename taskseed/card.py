@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from taskseed.card_data import (
     CARD,
     DECONTAM_REPORT,
@@ -28,8 +30,11 @@ from taskseed.card_data import (
     source_rows,
     stage_folders,
 )
+from taskseed.curation.commercial import obligations, terms_summary
 from taskseed.curation.licenses import load_license_policy
+from taskseed.curation.model_licenses import ModelTerms, load_model_licenses
 from taskseed.curation.packaged_models import DEFAULT, MODELS
+from taskseed.models import ModelConfig
 
 
 def write_card(run_dir: Path) -> Path | None:
@@ -113,15 +118,57 @@ def models_section(config: dict[str, Any], data: FinalData) -> str:
     models = {"teacher": config.get("teacher") or {"backend": "embedded"},
               **(config.get("models") or {})}
     used = models_used(config)
-    rows = [[name, m.get("backend", "embedded"), model_label(m),
+    rows = [[name, m.get("backend", "embedded"), model_label(m), model_terms(m).license,
              ", ".join(used.get(name, [])) or "no stage"] for name, m in models.items()]
     text = ("## Models\n\nThe teacher generates records from seed examples; judge and reward "
             "models score and filter them (scores are kept in the `scores` column).\n\n"
-            + md_table(["name", "backend", "model", "used by stages"], rows))
+            + md_table(["name", "backend", "model", "license", "used by stages"], rows))
     if data.kind == "mix":
         tokenizer = data.manifest.get("tokenizer", {})
         text += ("\n\nToken counts come from the mix's tokenizer: "
                  + ", ".join(f"{k} {v}" for k, v in tokenizer.items() if v is not None) + ".")
+    return text
+
+
+def model_terms(model: dict[str, Any]) -> ModelTerms:
+    """The terms of a model as the run's resolved config gives it."""
+    try:
+        return TypeAdapter(ModelConfig).validate_python(model).terms()
+    except ValidationError:
+        return load_model_licenses().resolve(model.get("model"), model.get("license"))
+
+
+def terms_of_data(data: FinalData) -> dict[str, Any]:
+    """The final data's model terms summary (from its manifest, else from its rows)."""
+    return data.manifest.get("model_terms") or terms_summary(data.rows)
+
+
+def model_terms_section(data: FinalData) -> str:
+    summary = terms_of_data(data)
+    text = ("## Model terms\n\nText a model wrote carries that model's terms. Each record's "
+            "`lineage.models` lists the models whose text it contains (the generator, an "
+            "enricher) with their license; judge and reward models only score and add none. "
+            "A record is commercial only when its seeds' licenses are on the allowlist and "
+            "every one of these models' terms allow training on its outputs "
+            "(`configs/model_licenses.yaml`).")
+    rows = [[m["stage"], m["model"], m["license"], m["outputs"], m["records"],
+             m["source"] or "not listed"] for m in summary["models"]]
+    if rows:
+        text += "\n\n" + md_table(["stage", "model", "license", "training on outputs",
+                                    "records", "terms read from"], rows)
+    else:
+        text += "\n\nNo record contains text a model wrote."
+    duties = obligations(summary)
+    if duties:
+        text += ("\n\n**Obligations** of a model trained on this data:\n\n" + "\n".join(
+            f"- {lic}: {duty}" for lic, items in duties.items() for duty in items))
+    left = summary["not_commercial"]
+    if left:
+        text += (f"\n\n**Not commercial:** {summary['records'] - summary['commercial']} of "
+                 f"{summary['records']} records (a record can have more than one reason):"
+                 "\n\n" + md_table(["reason", "records"], left.items()))
+    else:
+        text += f"\n\nAll {summary['records']} records are commercial."
     return text
 
 
@@ -316,6 +363,7 @@ def card_body(run_dir: Path, data: FinalData, sources: list[dict[str, Any]],
         tasks_section(data),
         sources_section(sources, policy),
         models_section(config, data),
+        model_terms_section(data),
         processing_section(run_dir),
         decontam_section(folders),
         limits_section(config, sources, folders, data),

@@ -60,7 +60,7 @@ def _run(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from taskseed.config import load_config
     from taskseed.generation.http_teacher import OpenAIConfig, missing_key
-    from taskseed.pipeline import build_stages
+    from taskseed.pipeline import build_stages, terms_warnings
 
     loaded = load_config(args.config, args.overlay, sets=args.sets)
     stages = build_stages(loaded)
@@ -71,6 +71,8 @@ def _check(args: argparse.Namespace) -> int:
             warning = missing_key(model.base_url, role, model.api_key_env)
             if warning:
                 print(f"taskseed: warning: {warning}", file=sys.stderr)
+    for warning in terms_warnings(stages):
+        print(f"taskseed: warning: {warning}", file=sys.stderr)
     label = " + ".join(map(str, [args.config, *args.overlay]))
     label += "".join(f" --set {item}" for item in args.sets)
     print(f"{label}: ok, {len(loaded.specs)} tasks, stages: "

@@ -77,3 +77,26 @@ def _check_order(stages: list[Stage], loaded: LoadedConfig) -> None:
                 f"'{stages[i].name}' takes {want.__name__ if want else 'nothing'} "
                 f"but '{stages[i - 1].name}' makes {have.__name__}",
             )
+
+
+def terms_warnings(stages: list[Stage]) -> list[str]:
+    """For each model whose text goes into records: a license that differs from the table's,
+    and terms under which its records cannot be commercial."""
+    from taskseed.curation.model_licenses import load_model_licenses
+
+    policy, out, seen = load_model_licenses(), [], set()
+    for stage in stages:
+        cfg = getattr(stage, "teacher_cfg", None)
+        if not getattr(stage, "writes_text", False) or id(cfg) in seen:
+            continue
+        seen.add(id(cfg))
+        role, name = getattr(stage.params, "model", "teacher"), cfg.terms_name()
+        differs = policy.disagreement(name, cfg.license)
+        out += [f"{role}: {differs}"] if differs else []
+        terms = cfg.terms()
+        if not terms.allows_training:
+            why = ("its terms are unknown (set `license:` to an id of "
+                   "configs/model_licenses.yaml)" if terms.outputs == "unknown"
+                   else f"its terms ({terms.license}) do not allow training on its outputs")
+            out.append(f"{role} model {name}: {why}; records with its text are not commercial")
+    return out

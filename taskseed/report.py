@@ -62,7 +62,8 @@ def render_html(data: ReportData) -> str:
         sections=SECTIONS, headline=headline(data), tasks=task_rows(data),
         stages=data.stages, plots=build_plots(data), decontamination=data.decontamination,
         contamination_rows=contamination_rows(data.decontamination),
-        duplicates=data.duplicates, licenses=data.licenses, usage=data.usage,
+        duplicates=data.duplicates, licenses=data.licenses, model_terms=data.model_terms,
+        usage=data.usage,
         usage_by_task=data.usage_by_task, priced=data.priced, samples=data.samples,
         drop_samples=data.drop_samples)
 

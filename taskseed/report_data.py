@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from taskseed.curation.commercial import terms_summary
 from taskseed.report_loaders import (
     find_decontamination,
     load_drop_samples,
@@ -52,6 +53,8 @@ def load_report_data(run_dir: Path, samples: int = 3) -> ReportData:
     mix = next((s for s in stages if (s.dir.path / "manifest.json").exists()), None)
     manifest = _read_json(mix.dir.path / "manifest.json") if mix else None
     licenses, license_source = load_licenses(manifest, final)
+    model_terms = (manifest or {}).get("model_terms") or terms_summary(
+        final.files() if final else [])
     usage, usage_by_task, priced = load_usage(stages, config)
     return ReportData(
         run_dir=run_dir, config=config, summary=_read_json(run_dir / "summary.json"),
@@ -60,7 +63,8 @@ def load_report_data(run_dir: Path, samples: int = 3) -> ReportData:
         scores=load_scores(stages), lengths=load_lengths(seeds, final),
         decontamination=find_decontamination(run_dir),
         duplicates=load_duplicates(stages, seeds, samples), licenses=licenses,
-        license_source=license_source, usage=usage, usage_by_task=usage_by_task,
+        license_source=license_source, model_terms=model_terms, usage=usage,
+        usage_by_task=usage_by_task,
         priced=priced, manifest=manifest, samples=load_samples(final, seeds, samples),
         drop_samples=load_drop_samples(stages, samples))
 

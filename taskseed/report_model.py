@@ -131,6 +131,7 @@ class ReportData:
     duplicates: Duplicates
     licenses: list[dict[str, Any]]
     license_source: str
+    model_terms: dict[str, Any]  # models and licenses of the final data (curation.commercial)
     usage: list[UsageRow]
     usage_by_task: list[dict[str, Any]]
     priced: bool

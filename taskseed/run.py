@@ -10,7 +10,7 @@ from taskseed.config import LoadedConfig, load_config
 from taskseed.curation.errors import TaskseedError
 from taskseed.engine import Engine, model_of
 from taskseed.executor import LocalExecutor, Progress, stderr_progress
-from taskseed.pipeline import build_stages
+from taskseed.pipeline import build_stages, terms_warnings
 from taskseed.servers import serving
 from taskseed.summary import write_summary
 
@@ -48,6 +48,8 @@ def _execute(engine: Engine, loaded: LoadedConfig, progress: Progress,
              start: float) -> dict[str, Any]:
     stages = engine.stages
     progress(f"run {engine.run_dir.path}: {len(stages)} stages, {len(loaded.specs)} tasks")
+    for warning in terms_warnings(stages):
+        progress(f"warning: {warning}")
     executor = LocalExecutor(loaded.config.executor, progress)
     try:
         with executor:

@@ -106,6 +106,32 @@ def acceptance_lines(acceptance: dict[str, dict[str, int]], budget: BudgetConfig
     return lines
 
 
+def commercial_terms(run_dir: RunDir) -> dict[str, Any] | None:
+    """The final data's model terms and commercial counts (None before a mix or export)."""
+    from taskseed.card_data import final_data
+
+    data = final_data(run_dir.path)
+    if data is None:
+        return None
+    from taskseed.curation.commercial import terms_summary
+
+    return data.manifest.get("model_terms") or terms_summary(data.rows)
+
+
+def commercial_lines(terms: dict[str, Any] | None) -> list[str]:
+    """What the final data's models are licensed under and why records are not commercial."""
+    if not terms:
+        return []
+    lines = [f"commercial: {terms['commercial']} of {terms['records']} records"]
+    for m in terms["models"]:
+        lines.append(f"  model terms: {m['stage']} {m['model']} {m['license']} "
+                     f"(training on outputs: {m['outputs']}), {m['records']} records")
+        lines += [f"    obligation: {duty}" for duty in m["obligations"]]
+    lines += [f"  not commercial: {reason}: {n}" for reason, n in
+              terms["not_commercial"].items()]
+    return lines
+
+
 def write_summary(run_dir: RunDir, config_hash: str, reports: list[StageReport],
                   seconds: float, error: str | None = None,
                   acceptance: dict[str, dict[str, int]] | None = None,
@@ -121,11 +147,13 @@ def write_summary(run_dir: RunDir, config_hash: str, reports: list[StageReport],
         "stages": [asdict(r) for r in reports],
         "acceptance": acceptance,
         "acceptance_text": acceptance_lines(acceptance, budget or BudgetConfig()),
+        "commercial_text": commercial_lines(commercial_terms(run_dir)),
     }
     write_json(run_dir.summary_path(), summary)
     lines = [f"run {run_dir.path} (config {config_hash[:12]}), {seconds:.1f} s"]
     lines += [r.line() for r in reports]
     lines += summary["acceptance_text"]
+    lines += summary["commercial_text"]
     if error:
         lines.append(f"stopped: {error}")
     (run_dir.path / "summary.txt").write_text("\n".join(lines) + "\n")
@@ -151,5 +179,6 @@ def format_summary(summary: dict[str, Any]) -> str:
             out.append(f"  drop {s['name']}/{reason}: {n}")
             out += [f"    e.g. {detail}" for detail in s.get("examples", {}).get(reason, [])]
     out += summary.get("acceptance_text", [])
+    out += summary.get("commercial_text", [])
     out.append(f"teacher calls this run: {summary['teacher_calls_this_run']}")
     return "\n".join(out)

@@ -39,7 +39,8 @@ run_dir: {run}
 seeds_root: seeds
 tasks: [tasks/*.yaml]
 executor: {{workers: 1}}
-teacher: {{backend: openai, base_url: "{url}", model: fake-teacher, max_retries: 1}}
+teacher: {{backend: openai, base_url: "{url}", model: fake-teacher, max_retries: 1,
+          license: Apache-2.0}}
 models:
   judge: {{backend: openai, base_url: "{url}", model: fake-judge, max_retries: 1}}
   reward: {{backend: nim_reward, base_url: "{url}", model: fake-reward, max_retries: 1}}

@@ -31,7 +31,7 @@ run_dir: {run}
 seeds_root: {seeds}
 tasks: [{tasks}/gsm8k.yaml, {tasks}/arc_easy.yaml, {tasks}/social_i_qa.yaml]
 executor: {{workers: 2}}
-teacher: {{backend: openai, base_url: '{url}', model: test-teacher}}
+teacher: {{backend: openai, base_url: '{url}', model: test-teacher, license: Apache-2.0}}
 models:
   reward: {{backend: nim_reward, base_url: '{url}', model: fake-reward}}
 stages:
@@ -138,8 +138,8 @@ def test_mix_card_prose(run: Path) -> None:
         assert row[2] == license_id and int(row[5]) == count
     assert table_rows(text, "openai/gsm8k")[0][3] == "https://huggingface.co/datasets/openai/gsm8k"
     (reward,) = table_rows(text, "reward")
-    assert reward[1:] == ["nim_reward", "fake-reward", "reward"]
-    assert table_rows(text, "teacher")[0][3] == "no stage"
+    assert reward[1:] == ["nim_reward", "fake-reward", "unknown", "reward"]
+    assert table_rows(text, "teacher")[0][3:] == ["Apache-2.0", "no stage"]
     manifest = json.loads((run / "stages/06-mix/manifest.json").read_text())
     for dataset, totals in manifest["sets"]["full"]["datasets"].items():
         (row,) = table_rows(text, f"`{dataset}`")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from taskseed.curation.record import Format, Lineage, Origin, Record, Sampling, Source
+from taskseed.curation.record import Format, Lineage, ModelText, Origin, Record, Sampling, Source
 from taskseed.generation.embedded import EmbeddedConfig
 from taskseed.generation.enrich import (
     EnrichParams,
@@ -85,7 +85,12 @@ def test_fills_fields_and_keeps_answer(server: FakeOpenAIServer) -> None:
     for before, after in zip(records, result.items, strict=True):
         assert after.answer == before.answer and after.question == before.question
         assert after.answer_label == before.answer_label and after.choices == before.choices
-        assert after.lineage == before.lineage
+        assert after.lineage.seed_ids == before.lineage.seed_ids
+        assert after.lineage.teacher_model == before.lineage.teacher_model
+        # the enricher's text is in the record: its model (unknown terms) is in lineage
+        assert after.lineage.models == [*before.lineage.models,
+                                         ModelText("enrich", stage.model, "unknown")]
+        assert before.commercial and not after.commercial
         assert after.id == after.content_hash()
         assert after.knowledge == KNOWLEDGE
     assert result.items[0].reasoning == REASONING

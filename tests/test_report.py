@@ -163,6 +163,12 @@ def test_scores_duplicates_licenses_and_usage_are_read_from_the_run(run):
     assert licenses["MIT"]["commercial_records"] == licenses["MIT"]["records"] > 0
     race = next(r for name, r in licenses.items() if name.startswith("RACE"))
     assert race["records"] > 0 and race["commercial_records"] == 0
+    terms = data.model_terms  # the teacher (Apache-2.0) generates and enriches
+    assert {(m["stage"], m["license"]) for m in terms["models"]} == {
+        ("generate", "Apache-2.0"), ("enrich", "Apache-2.0")}
+    (reason,) = terms["not_commercial"]
+    assert reason == f"seed license {race['license']} is not on the commercial allowlist"
+    assert terms["not_commercial"][reason] == terms["records"] - terms["commercial"] > 0
     usage = {u.stage.split()[1]: u for u in data.usage}
     assert {u.model for u in usage.values()} == {"teacher", "judge", "reward"}
     assert usage["generate"].model_id == "openai fake-teacher"
