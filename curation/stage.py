@@ -54,6 +54,7 @@ class StageResult:
     items: list[Any] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     counters: Counter[str] = field(default_factory=Counter)
+    failures: list[Reject] = field(default_factory=list)  # model requests that gave nothing
 
     def drop(self, stage: str, item: Any, reason: str, detail: str = "") -> None:
         """Record a dropped item as a reject of `stage`."""
@@ -160,6 +161,10 @@ class BatchStage(Stage[P]):
 
     def process(self, batch: list[Any], shard: int) -> StageResult:
         raise NotImplementedError
+
+    def process_shard(self, batch: list[Any], shard: int) -> StageResult:
+        """What the runner calls: `process`, plus anything the stage keeps per shard."""
+        return self.process(batch, shard)
 
 
 class FilterStage(BatchStage[P]):

@@ -9,7 +9,8 @@
 - A request the teacher could not answer at all (unreachable, timed out, overloaded, or
   the request refused) stops the shard uncommitted with a one-line error carrying the
   server's message; replies already received are cached, so a rerun resumes.
-- `finalize` lists what still failed in `failures.jsonl` and enforces `min_coverage`.
+- Every request that stays unusable is committed with its shard, whatever the stage does
+  with its item; `finalize` lists them in `failures.jsonl` and enforces `min_coverage`.
 """
 
 from __future__ import annotations
@@ -24,8 +25,14 @@ import xxhash
 from pydantic import Field
 from taskseed.curation import progress
 from taskseed.curation.errors import RowError, TaskseedError
-from taskseed.curation.record import ModelText, Record
-from taskseed.curation.stage import BatchStage, BuildContext, StageOutput, StageParams
+from taskseed.curation.record import ModelText, Record, Reject
+from taskseed.curation.stage import (
+    BatchStage,
+    BuildContext,
+    StageOutput,
+    StageParams,
+    StageResult,
+)
 from taskseed.generation.backends import CHAT_CONFIGS, acquire_teacher, release_teacher
 from taskseed.generation.cache import CachedTeacher, RequestCache
 from taskseed.generation.prompts import prompts_hash
@@ -80,13 +87,61 @@ class Answer(Generic[C]):
 
 @dataclass(frozen=True, slots=True)
 class FailedRequest:
-    """A request that gave nothing usable, as a reject item: its cache key and reply."""
+    """A request that gave nothing usable, as a reject item: its cache key, what it asked
+    about (a record id, or the seed ids of a generate request) and the reply."""
 
     id: str
     response: str
+    about: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"response": self.response[:4000]}
+        return {"about": self.about, "response": self.response[:4000]}
+
+
+def about_id(about: Any) -> str:
+    """The ids an ask is about: a record's, a seed group's, or an enrich want's record."""
+    if isinstance(about, list):
+        return ",".join(str(getattr(r, "id", "?")) for r in about)
+    record = getattr(about, "record", about)
+    return str(getattr(record, "id", ""))
+
+
+class FailureLog:
+    """Keeps, per shard, the model requests that stayed unusable, so the runner commits them
+    with the shard (`StageResult.failures`) and `write_failures` lists them in the stage's
+    `failures.jsonl`, whatever the stage then did with the item (dropped or kept)."""
+
+    _failed: dict[int, list[Reject]]
+
+    def note_failure(self, shard: int, reason: str, detail: str, item: Any) -> None:
+        self.__dict__.setdefault("_failed", {}).setdefault(shard, []).append(
+            Reject.of(self.name, reason, detail, item))  # type: ignore[attr-defined]
+
+    def process_shard(self, batch: list[Any], shard: int) -> StageResult:
+        failed = self.__dict__.setdefault("_failed", {})
+        failed[shard] = []
+        try:
+            result = self.process(batch, shard)  # type: ignore[attr-defined]
+            result.failures.extend(failed.get(shard, []))
+        finally:
+            failed.pop(shard, None)
+        return result
+
+
+def write_failures(output: StageOutput) -> Path:
+    """`failures.jsonl` of a finished stage: every failure its shards committed."""
+    path = output.path / "failures.jsonl"
+    with path.open("w", encoding="utf-8") as fh:
+        for shard in output.done_shards():
+            marker = output.read_marker(shard)
+            if "failures" in marker:
+                rows = marker["failures"]
+            else:  # a shard committed without a failure list: its failed-request rejects
+                rows = [r.to_dict() for r in output.read_rejects(shard)
+                        if r.reason in FAILURE_REASONS] if marker.get("rejects") else []
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
 
 
 def stable_int(*parts: Any) -> int:
@@ -120,7 +175,7 @@ class TeacherUnavailable(TaskseedError):
     """The teacher gave no answer to some requests: the shard is not done; rerun to resume."""
 
 
-class TeacherStage(BatchStage[TP]):
+class TeacherStage(FailureLog, BatchStage[TP]):
     """A batch stage that asks a model; subclasses plan asks and parse replies."""
 
     calls_models = True
@@ -174,7 +229,7 @@ class TeacherStage(BatchStage[TP]):
             release_teacher(self.teacher_cfg)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_teacher": None}
+        return {**self.__dict__, "_teacher": None, "_failed": {}}
 
     @property
     def model(self) -> str:
@@ -255,6 +310,8 @@ class TeacherStage(BatchStage[TP]):
                         retry.append((i, replace(ask, request=reseeded(ask.request, attempt + 1))))
                     else:
                         answers[i] = Answer(ask, response, error=err)
+                        self.note_failure(shard, err.reason, f"{ask.task}: {err}",
+                                          self.failed(answers[i]))
                     continue
                 answers[i] = Answer(ask, response, value=value)
             counters["retried"] += len(retry)
@@ -273,26 +330,24 @@ class TeacherStage(BatchStage[TP]):
 
     def failed(self, answer: Answer[Any]) -> FailedRequest:
         """An answer that stayed unusable, as a reject item."""
-        return FailedRequest(answer.ask.request.cache_key(self.model), answer.response.text)
+        return FailedRequest(answer.ask.request.cache_key(self.model), answer.response.text,
+                             about_id(answer.ask.about))
 
     def finalize(self, output: StageOutput) -> None:
         """Write `failures.jsonl` (every failed request with its reason) and enforce the
         minimum coverage (the share of planned requests that were accepted)."""
+        failures = write_failures(output)
         planned = accepted = 0
-        with (output.path / "failures.jsonl").open("w", encoding="utf-8") as fh:
-            for shard in output.done_shards():
-                counters = output.read_marker(shard)["counters"]
-                planned += counters.get("planned", 0)
-                accepted += counters.get("accepted", 0)
-                for reject in output.read_rejects(shard):
-                    if reject.reason in FAILURE_REASONS:
-                        fh.write(json.dumps(reject.to_dict(), ensure_ascii=False) + "\n")
+        for shard in output.done_shards():
+            counters = output.read_marker(shard)["counters"]
+            planned += counters.get("planned", 0)
+            accepted += counters.get("accepted", 0)
         coverage = accepted / planned if planned else 1.0
         if coverage < self.params.min_coverage:
             raise TaskseedError(
                 f"stage '{self.name}': coverage {coverage:.1%} ({accepted} of {planned} requests "
                 f"{self.outcome}) is below min_coverage {self.params.min_coverage:.0%}; "
-                f"see {output.path / 'failures.jsonl'}"
+                f"see {failures}"
             )
 
 

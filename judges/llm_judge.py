@@ -19,6 +19,7 @@ from taskseed.curation.errors import RowError, TaskseedError
 from taskseed.curation.formats.base import LETTERS, letter_index, letter_schema
 from taskseed.curation.record import Record, Sampling
 from taskseed.curation.stage import KEEP, BuildContext, FilterStage, Verdict, drop
+from taskseed.curation.verdict import ungraded
 from taskseed.generation.replies import json_object
 from taskseed.generation.teacher import TeacherRequest
 from taskseed.generation.teacher_stage import Ask, TeacherParams, TeacherStage, chat_model
@@ -42,7 +43,7 @@ class JudgeParams(TeacherParams):
     thresholds: dict[str, Annotated[int, Field(ge=1, le=5)]] = Field(default_factory=dict)
     require_agreement: bool = True  # options: drop when the judge picks another option
     seed_examples: int = Field(2, ge=0, le=8)
-    on_failure: Literal["keep", "drop"] = "drop"
+    on_failure: Literal["keep", "drop"] = "keep"  # a record the judge gave no verdict on
 
 
 def judge_schema(criteria: list[str], n_choices: int) -> dict[str, Any]:
@@ -133,8 +134,8 @@ class LLMJudgeStage(TeacherStage[JudgeParams], FilterStage[JudgeParams]):
         for record, answer in zip(batch, answers, strict=True):
             if answer.error is not None:
                 counters["judge_failed"] += 1
-                keep = self.params.on_failure == "keep"
-                verdicts.append(KEEP if keep else drop("judge_failed", str(answer.error)))
+                verdicts.append(ungraded(self.params.on_failure, "judge_failed", answer.error,
+                                         counters))
                 continue
             counters["accepted"] += 1
             verdicts.append(self._verdict(record, answer.value))

@@ -13,14 +13,28 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from typing import Any
+from typing import Any, Literal
 
 import xxhash
 from pydantic import Field
 from taskseed.curation.errors import TaskseedError
 from taskseed.curation.record import Record
-from taskseed.curation.stage import KEEP, BuildContext, FilterStage, StageParams, Verdict, drop
-from taskseed.generation.teacher_stage import TeacherUnavailable
+from taskseed.curation.stage import (
+    KEEP,
+    BuildContext,
+    FilterStage,
+    StageOutput,
+    StageParams,
+    Verdict,
+    drop,
+)
+from taskseed.curation.verdict import ungraded
+from taskseed.generation.teacher_stage import (
+    FailedRequest,
+    FailureLog,
+    TeacherUnavailable,
+    write_failures,
+)
 from taskseed.judges.reward_backends import (
     REWARD_BACKENDS,
     RewardBackendConfig,
@@ -46,6 +60,8 @@ class RewardParams(StageParams):
     min_score: float | None = None
     thresholds: dict[str, float] = Field(default_factory=dict)
     batch_size: int = Field(64, ge=1)
+    max_attempts: int = Field(3, ge=1, le=10)  # tries of an item whose reply was unreadable
+    on_failure: Literal["keep", "drop"] = "keep"  # a record whose reply had no scores
 
 
 class RewardUnavailable(TeacherUnavailable):
@@ -70,7 +86,7 @@ def aggregate(scores: dict[str, float], weights: dict[str, float]) -> float:
     return round(sum(w * scores[name] for name, w in weights.items()), 6)
 
 
-class RewardStage(FilterStage[RewardParams]):
+class RewardStage(FailureLog, FilterStage[RewardParams]):
     """Scores records with a reward model and keeps those that clear the thresholds."""
 
     name = "reward"
@@ -116,14 +132,25 @@ class RewardStage(FilterStage[RewardParams]):
             self._scorer = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_scorer": None}
+        return {**self.__dict__, "_scorer": None, "_failed": {}}
 
     def judge(self, batch: list[Record], shard: int, counters: Counter[str]) -> list[Verdict]:
         counters["planned"] += len(batch)
         replies = self.score(batch, shard, counters)
-        verdicts = [self.verdict(r, reply) for r, reply in zip(batch, replies, strict=True)]
-        counters["accepted"] += sum(v.reason != UNSCORED for v in verdicts)
+        verdicts = []
+        for record, reply in zip(batch, replies, strict=True):
+            verdict = self.verdict(record, reply)
+            if verdict.reason == UNSCORED:  # listed in failures.jsonl, kept by default
+                self.note_failure(shard, UNSCORED, verdict.detail,
+                                  FailedRequest(record.id, reply.detail, record.id))
+                verdict = ungraded(self.params.on_failure, UNSCORED, verdict.detail, counters)
+            else:
+                counters["accepted"] += 1
+            verdicts.append(verdict)
         return verdicts
+
+    def finalize(self, output: StageOutput) -> None:
+        write_failures(output)
 
     def score(self, batch: list[Record], shard: int, counters: Counter[str]) -> list[RewardReply]:
         """Score in batches; stops with RewardUnavailable when the model could not answer."""
@@ -137,7 +164,8 @@ class RewardStage(FilterStage[RewardParams]):
             size = self.params.batch_size
             for start in range(0, len(batch), size):
                 chunk = batch[start : start + size]
-                got = scorer.score([(reward_question(r), reward_answer(r)) for r in chunk])
+                got = self._score_again(scorer, [(reward_question(r), reward_answer(r))
+                                                 for r in chunk], counters)
                 failed = [r for r in got if r.fatal]
                 if failed:
                     raise RewardUnavailable(self._unanswered(failed, len(chunk), shard))
@@ -149,6 +177,20 @@ class RewardStage(FilterStage[RewardParams]):
             counters.update({k: used[k] for k in ("prompt_tokens", "completion_tokens")
                              if used[k]})
         return replies
+
+    def _score_again(self, scorer: RewardScorer, items: list[tuple[str, str]],
+                     counters: Counter[str]) -> list[RewardReply]:
+        """Scores of items; a reply that came but could not be read is asked again, up to
+        `max_attempts` in all (failed replies are never cached, so each try is sent)."""
+        got = scorer.score(items)
+        for _ in range(1, self.params.max_attempts):
+            again = [i for i, reply in enumerate(got) if not reply.ok and not reply.fatal]
+            if not again:
+                break
+            counters["retried"] += len(again)
+            for i, reply in zip(again, scorer.score([items[i] for i in again]), strict=True):
+                got[i] = reply
+        return got
 
     def _unanswered(self, failed: list[RewardReply], total: int, shard: int) -> str:
         first = failed[0]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any
+from typing import Any, Literal
 
 import xxhash
 from pydantic import Field
@@ -23,6 +23,7 @@ from taskseed.curation.formats.base import LETTERS, letter_index, letter_schema,
 from taskseed.curation.formats.math import NUMBER_SCHEMA
 from taskseed.curation.record import Record, Sampling
 from taskseed.curation.stage import KEEP, FilterStage, Verdict, drop
+from taskseed.curation.verdict import ungraded
 from taskseed.generation.replies import json_object
 from taskseed.generation.teacher import TeacherRequest
 from taskseed.generation.teacher_stage import Ask, TeacherParams, TeacherStage
@@ -39,6 +40,7 @@ class ConsistencyParams(TeacherParams):
     max_tokens: int = Field(32, ge=8)
     math_max_tokens: int = Field(320, ge=32)  # a math vote works the problem out first
     max_short_words: int = Field(6, ge=0)  # free-form and extractive keys voted on; 0: none
+    on_failure: Literal["keep", "drop"] = "keep"  # a record with no usable vote
 
 
 Mode = str  # "choices", "yes_no", "number", "short" or "" (no vote)
@@ -168,7 +170,8 @@ class SelfConsistencyStage(TeacherStage[ConsistencyParams], FilterStage[Consiste
                 counters["not_applicable"] += 1
                 verdicts.append(KEEP)
             elif record.id not in votes:
-                verdicts.append(drop("no_votes", "every answer was unusable"))
+                verdicts.append(ungraded(self.params.on_failure, "no_votes",
+                                         "every answer was unusable", counters))
             else:
                 verdicts.append(tally(record, votes[record.id], self.params.min_agreement,
                                       mode))

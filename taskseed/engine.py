@@ -123,7 +123,7 @@ class BatchRun(StageRun):
         batch = self.src.read_shard(source, self.stage.input_kind)  # type: ignore[arg-type]
         if self.rounds is not None:
             batch = self.rounds.select(unit, batch)
-        result = ready(self.stage).process(batch, unit)  # type: ignore[attr-defined]
+        result = ready(self.stage).process_shard(batch, unit)  # type: ignore[attr-defined]
         seconds = time.perf_counter() - start
         return {unit: commit(self.out, unit, result, self.stage.output_kind, len(batch),
                              seconds)}

@@ -51,6 +51,8 @@ def commit(
         "counters": dict(sorted(result.counters.items())),
         "seconds": round(seconds, 3),
     }
+    if result.failures:  # requests a model could not answer usably, for failures.jsonl
+        marker["failures"] = [f.to_dict() for f in result.failures]
     out.write_shard(shard, result.items, kind, result.rejects, marker)
     return marker
 

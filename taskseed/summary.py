@@ -86,6 +86,9 @@ def coverage_text(counters: dict[str, int]) -> str:
     text = f"coverage {accepted / planned:.1%} ({accepted} of {planned} requests)"
     if counters.get("enrich_failed"):
         text += f", {counters['enrich_failed']} records kept without enrichment"
+    if counters.get("kept_ungraded"):
+        text += (f", {counters['kept_ungraded']} records kept ungraded (their requests are "
+                 "in failures.jsonl)")
     return text
 
 

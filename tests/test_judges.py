@@ -82,7 +82,7 @@ def consistency_stage(model: BackendConfig, **params: Any) -> SelfConsistencySta
 
 def run(stage: LLMJudgeStage | SelfConsistencyStage, batch: list[Record]) -> StageResult:
     try:
-        return stage.process(batch, 0)
+        return stage.process_shard(batch, 0)
     finally:
         stage.teardown()
 
@@ -306,7 +306,7 @@ def test_without_required_agreement_a_disagreement_is_a_low_correctness() -> Non
     assert len(kept.items) == 1 and kept.items[0].scores["judge.agrees"] == 0.0
 
 
-def test_an_unparsable_reply_is_asked_again_then_dropped() -> None:
+def test_an_unparsable_reply_is_asked_again_then_kept_ungraded_or_dropped() -> None:
     seeds: dict[int, list[int]] = {}
 
     def reply(body: dict[str, Any]) -> str:
@@ -314,16 +314,23 @@ def test_an_unparsable_reply_is_asked_again_then_dropped() -> None:
         return "The example looks fine to me." if number(body) == 2 else grader({})(body)
 
     with FakeOpenAIServer(responder=reply) as server:
-        result = run(judge_stage(openai(server)), [free(1), free(2)])
-        kept = run(judge_stage(openai(server), on_failure="keep", max_attempts=2), [free(2)])
+        result = run(judge_stage(openai(server), on_failure="drop"), [free(1), free(2)])
+        kept = run(judge_stage(openai(server), max_attempts=2), [free(2)])
     assert len(seeds[2]) == 3 + 2 and len(set(seeds[2][:3])) == 3 and len(seeds[1]) == 1
     [reject] = result.rejects
     assert (reject.reason, reject.detail) == ("judge_failed", "response: invalid_json")
     assert json.loads(reject.item)["scores"] == {}
     assert result.counters["retried"] == 2 and result.counters["judge_failed"] == 1
     assert result.counters["accepted"] == 1 and result.counters["planned"] == 2
+    # the default keeps a record its judge gave no verdict on; the request is a failure
     assert [r.question for r in kept.items] == [free(2).question] and kept.items[0].scores == {}
     assert kept.counters["retried"] == 1 and kept.counters["judge_failed"] == 1
+    assert kept.counters["kept_ungraded"] == 1 and kept.rejects == []
+    [failure] = kept.failures
+    assert (failure.reason, failure.stage) == ("unparsable", "llm_judge")
+    assert failure.detail == f"{free(2).task}: response: invalid_json"
+    assert json.loads(failure.item) == {"about": free(2).id,
+                                        "response": "The example looks fine to me."}
 
 
 def test_a_rerun_on_the_same_cache_makes_no_request(tmp_path: Path) -> None:
@@ -486,10 +493,13 @@ def test_min_agreement_is_the_share_the_key_needs() -> None:
     assert [r.reason for r in dropped.rejects] == ["inconsistent_answer"]
 
 
-def test_votes_that_stay_unusable_drop_the_record() -> None:
+def test_votes_that_stay_unusable_keep_the_record_ungraded_or_drop_it() -> None:
     with FakeOpenAIServer(responder=lambda body: '{"answer": "Z"}') as server:
-        result = run(consistency_stage(openai(server), samples=2), [mc(1)])
-    assert server.count == 6  # two votes, each asked three times (the default max_attempts)
+        kept = run(consistency_stage(openai(server), samples=2), [mc(1)])
+        result = run(consistency_stage(openai(server), samples=2, on_failure="drop"), [mc(1)])
+    assert server.count == 12  # two votes, each asked three times (the default max_attempts)
+    assert kept.items == [mc(1)] and kept.counters["kept_ungraded"] == 1
+    assert [f.reason for f in kept.failures] == ["schema_mismatch"] * 2
     assert [r.reason for r in result.rejects] == ["no_votes"]
     assert result.counters["retried"] == 4 and result.counters["accepted"] == 0
 

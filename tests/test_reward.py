@@ -76,7 +76,7 @@ def stage(backend: Any, run_dir: Path, **params: Any) -> RewardStage:
 
 def run(reward: RewardStage, batch: list[Record], shard: int = 0) -> StageResult:
     try:
-        return reward.process(batch, shard)
+        return reward.process_shard(batch, shard)
     finally:
         reward.teardown()
 
@@ -135,17 +135,29 @@ def test_reply_parsing_tolerates_layout() -> None:
     assert pooled_values({"probs": [2.0]}) == [2.0]
 
 
-def test_an_unreadable_reply_drops_only_its_record(tmp_path: Path) -> None:
+@pytest.mark.parametrize("on_failure", ["keep", "drop"])
+def test_an_unreadable_reply_is_a_failure_of_its_record_only(tmp_path: Path,
+                                                              on_failure: str) -> None:
     def plan(index: int, body: dict[str, Any]) -> Fault | None:
         return Fault("wrong_schema") if "number 1 " in body["messages"][0]["content"] else None
 
     with FakeOpenAIServer(fault_plan=plan) as server:
-        result = run(stage(nim(server), tmp_path), [rec(0), rec(1), rec(2)])
-    assert [r.source.row for r in result.items] == [0, 2]
-    [reject] = result.rejects
-    assert reject.reason == "reward_unscored" and reject.stage == "reward"
-    assert reject.detail.startswith("unparsable: not a name:score pair: 'I would rate")
-    assert server.count == 3  # a readable-but-wrong reply is not asked again
+        result = run(stage(nim(server), tmp_path, on_failure=on_failure),
+                     [rec(0), rec(1), rec(2)])
+    [failure] = result.failures
+    assert failure.reason == "reward_unscored" and failure.stage == "reward"
+    assert failure.detail.startswith("unparsable: not a name:score pair: 'I would rate")
+    assert json.loads(failure.item)["about"] == rec(1).id
+    if on_failure == "keep":  # the default: never dropped for want of a score
+        assert [r.source.row for r in result.items] == [0, 1, 2] and result.rejects == []
+        assert "reward.score" not in result.items[1].scores
+        assert result.counters["kept_ungraded"] == 1
+    else:
+        assert [r.source.row for r in result.items] == [0, 2]
+        [reject] = result.rejects
+        assert reject.reason == "reward_unscored" and reject.detail == failure.detail
+    assert server.count == 5  # an unreadable reply is asked again, three tries in all
+    assert result.counters["retried"] == 2
     assert (result.counters["planned"], result.counters["accepted"]) == (3, 2)
 
 
@@ -188,9 +200,9 @@ def test_vllm_value_count_mismatch_is_unscored(tmp_path: Path) -> None:
     with FakeOpenAIServer() as server:  # the default scores have five values
         backend = VLLMRewardConfig(base_url=server.root_url, model="rm")
         result = run(stage(backend, tmp_path, weights={"reward": 1.0}), [rec(0)])
-    [reject] = result.rejects
-    assert reject.reason == "reward_unscored"
-    assert "gave 5 values for 1 score names (reward)" in reject.detail
+    [failure] = result.failures
+    assert failure.reason == "reward_unscored" and result.items == [rec(0)]
+    assert "gave 5 values for 1 score names (reward)" in failure.detail
 
 
 # --- weights and thresholds ----------------------------------------------------------------
@@ -221,11 +233,12 @@ def test_custom_weights_and_min_score(tmp_path: Path) -> None:
 
 def test_a_weight_the_reply_lacks_makes_the_record_unscored(tmp_path: Path) -> None:
     with FakeOpenAIServer(reward_fn=lambda q, a: {"helpfulness": 3.0}) as server:
-        result = run(stage(nim(server), tmp_path), [rec(0)])
+        result = run(stage(nim(server), tmp_path, on_failure="drop"), [rec(0)])
     [reject] = result.rejects
     assert reject.reason == "reward_unscored"
     assert reject.detail.startswith("the reply has no coherence, complexity, correctness")
     assert json.loads(reject.item)["scores"] == {}
+    assert [f.detail for f in result.failures] == [reject.detail]
 
 
 # --- outages, retries and the cache ----------------------------------------------------------
@@ -300,9 +313,12 @@ def test_the_cache_makes_a_second_run_send_nothing(tmp_path: Path) -> None:
 
 def test_the_cache_is_per_model(tmp_path: Path) -> None:
     with FakeOpenAIServer(reward_fn=by_answer, reward_model="other") as server:
-        run(stage(nim(server), tmp_path), [rec(0)])
-        run(stage(nim(server, model="other"), tmp_path), [rec(0)])
-    assert server.count == 2
+        unread = run(stage(nim(server), tmp_path), [rec(0)])
+        scored = run(stage(nim(server, model="other"), tmp_path), [rec(0)])
+    # the server scores only "other": the first model's reply is unreadable, so it is asked
+    # three times and never cached; the other model's request is not answered from it
+    assert server.count == 3 + 1
+    assert unread.counters["kept_ungraded"] == 1 and "reward.score" in scored.items[0].scores
 
 
 # --- configuration, secrets and readiness -----------------------------------------------------
