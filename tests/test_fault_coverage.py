@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import xxhash
-from taskseed.generation.fake_server import Fault, FakeOpenAIServer
+from taskseed.generation.fake_server import FakeOpenAIServer, Fault
 
 from taskseed.run import run_pipeline
 
