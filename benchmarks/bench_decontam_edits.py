@@ -15,6 +15,11 @@ False positives are the training records of every task in ../shared/seeds (none 
 eval set) that a check drops. Rates are records per second of this process's CPU time.
 
     python benchmarks/bench_decontam_edits.py [--per-benchmark 300] [--json out.json]
+
+`--semantic N` also runs the optional embedding pass (all-MiniLM-L6-v2, cosine >= 0.85) on
+the planted items and on N training records drawn at random (its false positives). Its index
+holds the held-out items of the planted benchmarks only (embedding every task's takes far
+longer on a CPU); it is cached under ~/.cache/taskseed/bench-semantic.
 """
 
 from __future__ import annotations
@@ -181,15 +186,56 @@ class Checks:
                 "n-gram + near-copy": [a or b for a, b in zip(by_ngram, by_near, strict=True)]}
 
 
+def semantic_flags(samples: dict[str, list[Record]], records: list[Record],
+                   threshold: float) -> tuple[list[bool], int, float]:
+    """Which records the embedding pass flags, the items it indexed, and its CPU seconds."""
+    from taskseed.curation.semantic import Embedder, SemanticIndex, item_text
+
+    specs = load_task_specs([Path(p) for p in sorted(glob(str(REPO / "configs/tasks/*.yaml")))])
+    held_out = [r for t in eval_splits(specs) if t.task in samples and t.local
+                for r in read_eval_split(t, SEEDS).items]
+    started = time.process_time()
+    embedder = Embedder()
+    index = SemanticIndex.build(held_out, embedder,
+                                Path.home() / ".cache" / "taskseed" / "bench-semantic")
+    found = index.matches([item_text(r) for r in records], threshold)
+    return [bool(f) for f in found], len(index), time.process_time() - started
+
+
+def print_semantic(items: list[tuple[str, str, Record]], near: list[bool], sem: list[bool],
+                   train_near: list[bool], train_sem: list[bool], indexed: int) -> None:
+    kinds = list(EDITS)
+    rows = {"n-gram + near-copy": near, "embedding, cosine >= 0.85": sem,
+            "n-gram + near-copy or embedding": [a or b for a, b in zip(near, sem, strict=True)]}
+    print(f"**Semantic pass** ({indexed} held-out items of the planted benchmarks indexed)\n")
+    print("| check | " + " | ".join(kinds) + " | FP on training |")
+    print("|---|" + "---:|" * (len(kinds) + 1))
+    train_rows = [train_near, train_sem, [a or b for a, b in zip(train_near, train_sem,
+                                                                strict=True)]]
+    for (name, flagged), train in zip(rows.items(), train_rows, strict=True):
+        cells = []
+        for kind in kinds:
+            hits = [f for (_, k, _), f in zip(items, flagged, strict=True) if k == kind]
+            cells.append(f"{100 * sum(hits) / len(hits):.1f}%" if hits else "-")
+        print(f"| {name} | " + " | ".join(cells) + f" | {100 * sum(train) / len(train):.2f}% |")
+    missed = [(t, k, r) for (t, k, r), a, b in zip(items, near, sem, strict=True) if not a and b]
+    print(f"\nCaught by the embedding pass only: {len(missed)}")
+    for task, kind, record in missed[:8]:
+        print(f"- {task} {kind}: {record.question[:90]!r}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--per-benchmark", type=int, default=300)
     ap.add_argument("--ngram", type=int, default=13)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--semantic", type=int, default=0, metavar="N",
+                    help="also run the embedding pass, with N training records for its FP")
     args = ap.parse_args()
     checks = Checks(args.ngram)
-    items = planted(eval_records(args.per_benchmark, args.seed), args.seed)
+    samples = eval_records(args.per_benchmark, args.seed)
+    items = planted(samples, args.seed)
     flags = checks.flags([record for _, _, record in items])
     removed: dict[str, dict[tuple[str, str], list[int]]] = {}
     for check, flagged in flags.items():
@@ -223,6 +269,16 @@ def main() -> None:
         f"{check} {n} ({100 * n / len(train):.2f}%)" for check, n in fp.items()))
     print("Throughput on the training records (CPU): " + ", ".join(
         f"{name} {rate / 1000:.0f}k records/s" for name, rate in rates.items()))
+    if args.semantic:
+        sample = random.Random(args.seed).sample(range(len(train)), min(args.semantic,
+                                                                        len(train)))
+        chosen = [train[i] for i in sample]
+        near_train = [false_flags["n-gram + near-copy"][i] for i in sample]
+        sem, indexed, seconds = semantic_flags(samples, [r for _, _, r in items] + chosen,
+                                               0.85)
+        print_semantic(items, flags["n-gram + near-copy"], sem[:len(items)], near_train,
+                       sem[len(items):], indexed)
+        print(f"Embedding pass: {seconds:.0f} s CPU (index and queries)")
     if args.json:
         args.json.write_text(json.dumps({
             "removed": {c: {f"{t}/{k}": v for (t, k), v in tab.items()}

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 from taskseed.curation.ngram_index import (
-    _POWERS,
     mix64,
+    prefix_sums,
     span_hashes,
     span_positions,
     word_hashes,
@@ -67,9 +67,7 @@ class TextSets:
     def of(cls, texts: list[str], choices: list[list[str]]) -> TextSets:
         hashes, words = word_hashes(texts)
         mixed = mix64(hashes ^ _SALT)
-        up, down = _POWERS.upto(len(mixed) + 1)
-        prefix = np.zeros(len(mixed) + 1, dtype=np.uint64)
-        np.cumsum(mixed * up[:len(mixed)], out=prefix[1:])
+        prefix, down = prefix_sums(mixed)
         ends = np.cumsum(words)
         starts = ends - words
         full = mix64((prefix[ends] - prefix[starts]) * down[starts])

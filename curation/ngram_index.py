@@ -91,12 +91,19 @@ def mix64(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint64(31))
 
 
-def span_hashes(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """64-bit hash of each span `values[s:e]` of uint64 values: a polynomial over prefix
-    sums, so two gathers per span whatever its length."""
+def prefix_sums(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Prefix sums of `values[i] * BASE**i` and the powers BASE**-i (mod 2**64): the
+    polynomial hash of `values[s:e]` is `(prefix[e] - prefix[s]) * down[s]`."""
     up, down = _POWERS.upto(len(values) + 1)
     prefix = np.zeros(len(values) + 1, dtype=np.uint64)
     np.cumsum(values * up[:len(values)], out=prefix[1:])
+    return prefix, down
+
+
+def span_hashes(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """64-bit hash of each span `values[s:e]` of uint64 values: a polynomial over prefix
+    sums, so two gathers per span whatever its length."""
+    prefix, down = prefix_sums(values)
     h = (prefix[ends] - prefix[starts]) * down[starts]
     return mix64(h + _LENGTH * (ends - starts).astype(np.uint64))
 

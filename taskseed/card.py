@@ -334,9 +334,10 @@ def limits_section(config: dict[str, Any], sources: list[dict[str, Any]],
         semantic = ("an embedding pass ran too, but close paraphrases below its threshold "
                     "remain" if semantic_drops(folders) else "no embedding (semantic) pass ran")
         bullets.append(
-            f"**Decontamination.** The {ngram} check finds copied text only: paraphrases, "
-            "translations, reordered options and items with changed numbers slip through "
-            f"({semantic}). Only the splits listed as indexed were checked; benchmarks outside "
+            f"**Decontamination.** The {ngram} and near-copy checks find copied text and "
+            "light edits of it (a word changed, dropped or added, options shuffled or "
+            "reworded); paraphrases, translations and items with changed numbers slip "
+            f"through ({semantic}). Only the splits listed as indexed were checked; benchmarks outside "
             "the task catalog and the splits not indexed were not.")
     else:
         bullets.append("**Decontamination.** None ran: records may copy benchmark test items.")
