@@ -27,8 +27,8 @@ from typing import Any
 
 import aiohttp
 from taskseed.curation.record import Sampling
-from taskseed.generation.http_teacher import OpenAITeacher
-from taskseed.generation.teacher import TeacherRequest
+from taskseed.generation.backends.base import TeacherRequest
+from taskseed.generation.backends.openai import OpenAITeacher
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,7 @@ def server_process(latency_s: float, cpu: int | None) -> Iterator[tuple[str, int
     """The fake server as a child process; yields (base_url, pid)."""
     env = dict(os.environ)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "taskseed.generation.fake_server", "--port", "0",
+        [sys.executable, "-m", "taskseed.generation.servers.fake", "--port", "0",
          "--latency", str(latency_s)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
     )

@@ -30,18 +30,18 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from taskseed.curation.decontam import (
+from taskseed.curation.decontam.ngram_index import NgramIndex
+from taskseed.curation.decontam.stage import (
     DecontaminateStage,
     DecontamParams,
     collect_eval,
     record_texts,
 )
 from taskseed.curation.errors import RowError
-from taskseed.curation.ngram_index import NgramIndex
-from taskseed.curation.normalize import normalize_row
-from taskseed.curation.readers import iter_split
 from taskseed.curation.record import RawRow, Record, Source
-from taskseed.curation.taskspec import TaskSpec, load_task_specs
+from taskseed.curation.seeds.normalize import normalize_row
+from taskseed.curation.seeds.readers import iter_split
+from taskseed.curation.seeds.taskspec import TaskSpec, load_task_specs
 
 REPO = Path(__file__).resolve().parents[1]
 WORD = re.compile(r"\w+")

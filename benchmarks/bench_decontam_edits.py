@@ -40,12 +40,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_decontam import training_records  # noqa: E402
-from taskseed.curation.decontam import collect_eval, record_texts  # noqa: E402
-from taskseed.curation.eval_sets import eval_splits, read_eval_split  # noqa: E402
-from taskseed.curation.near_index import NearIndex, near_text  # noqa: E402
-from taskseed.curation.ngram_index import NgramIndex  # noqa: E402
+from taskseed.curation.decontam.eval_sets import eval_splits, read_eval_split  # noqa: E402
+from taskseed.curation.decontam.near_index import NearIndex, near_text  # noqa: E402
+from taskseed.curation.decontam.ngram_index import NgramIndex  # noqa: E402
+from taskseed.curation.decontam.stage import collect_eval, record_texts  # noqa: E402
 from taskseed.curation.record import Record  # noqa: E402
-from taskseed.curation.taskspec import load_task_specs  # noqa: E402
+from taskseed.curation.seeds.taskspec import load_task_specs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = REPO.parent / "shared" / "seeds"
@@ -189,7 +189,7 @@ class Checks:
 def semantic_flags(samples: dict[str, list[Record]], records: list[Record],
                    threshold: float) -> tuple[list[bool], int, float]:
     """Which records the embedding pass flags, the items it indexed, and its CPU seconds."""
-    from taskseed.curation.semantic import Embedder, SemanticIndex, item_text
+    from taskseed.curation.decontam.semantic import Embedder, SemanticIndex, item_text
 
     specs = load_task_specs([Path(p) for p in sorted(glob(str(REPO / "configs/tasks/*.yaml")))])
     held_out = [r for t in eval_splits(specs) if t.task in samples and t.local

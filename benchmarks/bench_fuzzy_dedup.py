@@ -37,11 +37,11 @@ from typing import Any
 import dask
 import numpy as np
 import pandas as pd
-from taskseed.curation.arrow import to_table, write_parquet
-from taskseed.curation.dedup import ExactDedupParams, ExactDedupStage
-from taskseed.curation.frames import read_records
-from taskseed.curation.fuzzy_dedup import FuzzyDedupParams, FuzzyDedupStage, record_text
-from taskseed.curation.minhash import ngram_set
+from taskseed.curation.dedup.exact import ExactDedupParams, ExactDedupStage
+from taskseed.curation.dedup.fuzzy import FuzzyDedupParams, FuzzyDedupStage, record_text
+from taskseed.curation.dedup.minhash import ngram_set
+from taskseed.curation.io.arrow import to_table, write_parquet
+from taskseed.curation.io.frames import read_records
 from taskseed.curation.record import Origin, Record
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

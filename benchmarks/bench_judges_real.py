@@ -40,11 +40,11 @@ from planted import generated, load_records, seed_group, wrong_number  # noqa: E
 from taskseed.curation.formats.base import LETTERS  # noqa: E402
 from taskseed.curation.record import Record  # noqa: E402
 from taskseed.curation.stage import BuildContext  # noqa: E402
-from taskseed.generation.embedded import served_name  # noqa: E402
-from taskseed.generation.http_teacher import OpenAIConfig  # noqa: E402
-from taskseed.generation.managed_server import ManagedServer, ServerConfig  # noqa: E402
-from taskseed.judges.llm_judge import JudgeParams, LLMJudgeStage  # noqa: E402
-from taskseed.judges.self_consistency import (  # noqa: E402
+from taskseed.generation.backends.embedded import served_name  # noqa: E402
+from taskseed.generation.backends.openai import OpenAIConfig  # noqa: E402
+from taskseed.generation.servers.managed import ManagedServer, ServerConfig  # noqa: E402
+from taskseed.judges.filters.llm_judge import JudgeParams, LLMJudgeStage  # noqa: E402
+from taskseed.judges.filters.self_consistency import (  # noqa: E402
     ConsistencyParams,
     SelfConsistencyStage,
     applies,

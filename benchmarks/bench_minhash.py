@@ -28,12 +28,12 @@ from typing import Any
 
 import datasketch
 import numpy as np
-from taskseed.curation.arrow import to_table
-from taskseed.curation.eval_sets import iter_eval_records
-from taskseed.curation.fuzzy_dedup import record_text
-from taskseed.curation.minhash import MinHashSpec, cpu_signatures, jaccard, ngram_set
+from taskseed.curation.decontam.eval_sets import iter_eval_records
+from taskseed.curation.dedup.fuzzy import record_text
+from taskseed.curation.dedup.minhash import MinHashSpec, cpu_signatures, jaccard, ngram_set
+from taskseed.curation.io.arrow import to_table
 from taskseed.curation.record import Record
-from taskseed.curation.taskspec import load_task_specs
+from taskseed.curation.seeds.taskspec import load_task_specs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from planted import SEEDS, load_records  # noqa: E402

@@ -35,18 +35,18 @@ from typing import Any
 
 import orjson
 import xxhash
-from taskseed.curation.arrow import read_parquet
-from taskseed.curation.mix import MixParams, MixStage
-from taskseed.curation.mix_plan import MIX_OF
-from taskseed.curation.mix_templates import TEMPLATES, render
+from taskseed.curation.io.arrow import read_parquet
+from taskseed.curation.mix.plan import MIX_OF
+from taskseed.curation.mix.stage import MixParams, MixStage
+from taskseed.curation.mix.templates import TEMPLATES, render
 from taskseed.curation.record import Origin, Record
-from taskseed.curation.seeds import NormalizeStage, SeedParams, SeedStage
+from taskseed.curation.seeds.stage import NormalizeStage, SeedParams, SeedStage
+from taskseed.curation.seeds.taskspec import load_task_specs
 from taskseed.curation.stage import StageResult
-from taskseed.curation.taskspec import load_task_specs
 
-from taskseed.engine import FrameRun
-from taskseed.rundir import StageDir
-from taskseed.shardrun import commit
+from taskseed.execution.engine import FrameRun
+from taskseed.execution.shard import commit
+from taskseed.rundir.layout import StageDir
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = REPO.parent / "shared" / "seeds"
@@ -115,7 +115,7 @@ def stage_run(src: StageDir, out: Path) -> int:
 def chars_per_token(records: list[Record]) -> None:
     from collections import Counter
 
-    from taskseed.curation.tokens import EmbeddedTokenizer, load_counter
+    from taskseed.curation.mix.tokens import EmbeddedTokenizer, load_counter
 
     rows = [(r.format.value, render(name, r.to_dict())) for r in records for name in TEMPLATES]
     counts = load_counter(EmbeddedTokenizer()).count([text for _, text in rows])

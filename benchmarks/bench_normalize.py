@@ -19,15 +19,20 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from taskseed.curation.decontam.eval_sets import EvalSplit, eval_splits, read_eval_split
 from taskseed.curation.errors import RowError
-from taskseed.curation.eval_sets import EvalSplit, eval_splits, read_eval_split
-from taskseed.curation.normalize import normalize_row
-from taskseed.curation.readers import apply_mapping_rows, expand_files, iter_blocks, iter_labels
 from taskseed.curation.record import RawRow, Source
-from taskseed.curation.seeds import NormalizeStage, SeedParams, SeedStage
-from taskseed.curation.taskspec import SplitSpec, TaskSpec, load_task_specs
+from taskseed.curation.seeds.normalize import normalize_row
+from taskseed.curation.seeds.readers import (
+    apply_mapping_rows,
+    expand_files,
+    iter_blocks,
+    iter_labels,
+)
+from taskseed.curation.seeds.stage import NormalizeStage, SeedParams, SeedStage
+from taskseed.curation.seeds.taskspec import SplitSpec, TaskSpec, load_task_specs
 
-from taskseed.shardrun import ready
+from taskseed.execution.shard import ready
 
 REPO = Path(__file__).resolve().parents[1]
 

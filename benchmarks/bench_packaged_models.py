@@ -27,11 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from planted import Chain, Planted, load_records  # noqa: E402
 from taskseed.curation.formats import answer_format  # noqa: E402
 from taskseed.curation.record import Origin, Record, Sampling  # noqa: E402
-from taskseed.generation.embedded import EmbeddedConfig  # noqa: E402
-from taskseed.generation.generate import copied_exemplar  # noqa: E402
+from taskseed.generation.backends.base import TeacherRequest  # noqa: E402
+from taskseed.generation.backends.embedded import EmbeddedConfig  # noqa: E402
+from taskseed.generation.backends.replies import json_object  # noqa: E402
 from taskseed.generation.prompts import render, response_schema  # noqa: E402
-from taskseed.generation.replies import json_object  # noqa: E402
-from taskseed.generation.teacher import TeacherRequest  # noqa: E402
+from taskseed.generation.stages.generate import copied_exemplar  # noqa: E402
 from taskseed.judges import heuristics  # noqa: E402
 
 TASKS = ("gsm8k", "arc_easy", "commonsense_qa", "mbpp")

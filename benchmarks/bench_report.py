@@ -31,9 +31,9 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from taskseed.curation.record import RawRow, Record  # noqa: E402
 
-from taskseed.report import write_report  # noqa: E402
-from taskseed.report_data import load_report_data  # noqa: E402
-from taskseed.rundir import StageDir  # noqa: E402
+from taskseed.rundir.layout import StageDir  # noqa: E402
+from taskseed.views.report.data import load_report_data  # noqa: E402
+from taskseed.views.report.render import write_report  # noqa: E402
 
 ROWS_PER_SHARD = 50_000
 TASK_NAMES = 60

@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from taskseed.curation.eval_sets import EvalSplit, eval_splits, read_eval_split
+from taskseed.curation.decontam.eval_sets import EvalSplit, eval_splits, read_eval_split
+from taskseed.curation.decontam.semantic import Embedder, SemanticIndex, item_text
 from taskseed.curation.record import Record
-from taskseed.curation.semantic import Embedder, SemanticIndex, item_text
-from taskseed.curation.taskspec import TaskSpec, load_task_specs
+from taskseed.curation.seeds.taskspec import TaskSpec, load_task_specs
 from taskseed.curation.text import normalize_text, word_ngrams
 
 REPO = Path(__file__).resolve().parents[1]
@@ -205,8 +205,8 @@ def llm_paraphrases(records: list[Record], cache: Path) -> list[Record | None]:
 
 
 def _generate(records: list[Record]) -> list[str]:
-    from taskseed.generation.embedded import EmbeddedTeacher
-    from taskseed.generation.teacher import Sampling, TeacherRequest
+    from taskseed.generation.backends.base import Sampling, TeacherRequest
+    from taskseed.generation.backends.embedded import EmbeddedTeacher
 
     teacher = EmbeddedTeacher(n_threads=2)
     requests = [TeacherRequest(

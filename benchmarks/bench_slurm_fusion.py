@@ -49,7 +49,7 @@ PROBE = f'''"""Benchmark probe: one line per load of the embedded model."""
 
 import os
 
-from taskseed.generation.embedded import EmbeddedTeacher
+from taskseed.generation.backends.embedded import EmbeddedTeacher
 
 if not getattr(EmbeddedTeacher, "_fusionbench_probe", False):
     _load = EmbeddedTeacher.__init__

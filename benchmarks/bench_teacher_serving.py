@@ -29,11 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from planted import load_records  # noqa: E402
 from taskseed.curation.record import Sampling  # noqa: E402
-from taskseed.generation.embedded import EmbeddedConfig, served_name  # noqa: E402
-from taskseed.generation.http_teacher import OpenAIConfig  # noqa: E402
-from taskseed.generation.managed_server import ManagedServer, ServerConfig  # noqa: E402
+from taskseed.generation.backends.base import TeacherRequest  # noqa: E402
+from taskseed.generation.backends.embedded import EmbeddedConfig, served_name  # noqa: E402
+from taskseed.generation.backends.openai import OpenAIConfig  # noqa: E402
 from taskseed.generation.prompts import render, response_schema  # noqa: E402
-from taskseed.generation.teacher import TeacherRequest  # noqa: E402
+from taskseed.generation.servers.managed import ManagedServer, ServerConfig  # noqa: E402
 
 TASKS = ("gsm8k", "arc_easy", "commonsense_qa", "openbookqa")
 

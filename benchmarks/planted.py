@@ -32,14 +32,14 @@ from typing import Any
 
 from taskseed.curation.formats.base import LETTERS
 from taskseed.curation.record import Lineage, Origin, Record
-from taskseed.curation.seeds import NormalizeStage, SeedParams, SeedStage
-from taskseed.curation.taskspec import load_task_specs
+from taskseed.curation.seeds.stage import NormalizeStage, SeedParams, SeedStage
+from taskseed.curation.seeds.taskspec import load_task_specs
 from taskseed.curation.verdict import Verdict
-from taskseed.generation.generate import copied_exemplar
-from taskseed.judges import heuristics, validity
-from taskseed.judges.verify import VerifyParams, VerifyStage
+from taskseed.generation.stages.generate import copied_exemplar
+from taskseed.judges.filters import heuristics, validity
+from taskseed.judges.filters.verify import VerifyParams, VerifyStage
 
-from taskseed.shardrun import ready
+from taskseed.execution.shard import ready
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = REPO.parent / "shared" / "seeds"

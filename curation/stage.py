@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 import xxhash
 from pydantic import BaseModel, ConfigDict, Field
 from taskseed.curation.record import Record, Reject
-from taskseed.curation.taskspec import TaskSpec
+from taskseed.curation.seeds.taskspec import TaskSpec
 from taskseed.curation.verdict import KEEP, Verdict, drop  # noqa: F401 - the filter contract
 
 
@@ -91,7 +91,7 @@ class BuildContext:
     specs: dict[str, TaskSpec]
     seeds_root: Path
     run_dir: Path
-    teacher: Any = None  # the generator's backend config (see `taskseed.generation.backends`)
+    teacher: Any = None  # the generator's backend config (generation/backends/catalog.py)
     models: dict[str, Any] = field(default_factory=dict)  # the named models besides teacher
     seeds: Any = None  # seed records by id: `.get(ids) -> list[Record]` (judges show them)
     config_dir: Path | None = None  # the pipeline config's folder (relative paths in params)

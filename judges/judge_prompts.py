@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from taskseed.curation.errors import TaskseedError
+from taskseed.curation.io.yamlconf import read_yaml, validate
 from taskseed.curation.record import Record
-from taskseed.curation.yamlconf import read_yaml, validate
 from taskseed.generation.prompts import environment
 
 PROMPT_DIR = Path(__file__).parent / "prompts"

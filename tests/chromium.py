@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from taskseed.curation.errors import TaskseedError
 
-from taskseed.report_browser import chromium_path
+from taskseed.views.report.browser import chromium_path
 
 MISSING = ("headless Chromium is missing: install Debian's `chromium` package "
            "(apt-get install chromium; CI installs it)")

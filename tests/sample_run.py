@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import xxhash
-from taskseed.generation.fake_server import FakeOpenAIServer, default_reward
+from taskseed.generation.servers.fake import FakeOpenAIServer, default_reward
 
-from taskseed.run import run_pipeline
+from taskseed.execution.run import run_pipeline
 
 SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
 SEED_ROWS = 9  # per task: three exemplar groups of three

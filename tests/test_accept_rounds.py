@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import xxhash
 from slurm_cluster import SlurmCluster
-from taskseed.generation.fake_server import FakeOpenAIServer
+from taskseed.generation.servers.fake import FakeOpenAIServer
 
-from taskseed.run import run_pipeline
+from taskseed.execution.run import run_pipeline
 
 TARGET = 3
 

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-import taskseed.curation.readers as readers
+import taskseed.curation.seeds.readers as readers
 from taskseed.curation.errors import ConfigError, TaskseedError
-from taskseed.curation.seeds import NormalizeStage, SeedParams, SeedStage
-from taskseed.curation.taskspec import load_task_spec
+from taskseed.curation.seeds.stage import NormalizeStage, SeedParams, SeedStage
+from taskseed.curation.seeds.taskspec import load_task_spec
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SPECS = FIXTURES / "specs"

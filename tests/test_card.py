@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from taskseed.card import limits_section, models_used, write_card
-from taskseed.card_data import (
+from taskseed.views.card.card import limits_section, models_used, write_card
+from taskseed.views.card.data import (
     CARD,
     final_data,
     hub_license,
@@ -52,9 +52,9 @@ MIX_CONFIGS = {"multiple_choice": ("full", "multiple_choice"),
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory, seeds_root: Path) -> Path:
-    from taskseed.generation.fake_server import FakeOpenAIServer
+    from taskseed.generation.servers.fake import FakeOpenAIServer
 
-    from taskseed.run import run_pipeline
+    from taskseed.execution.run import run_pipeline
 
     base = tmp_path_factory.mktemp("card")
     config = base / "pipe.yaml"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from taskseed.curation.errors import ConfigError
 
-from taskseed.config import load_config
-from taskseed.pipeline import build_stages
+from taskseed.config.pipeline import load_config
+from taskseed.execution.pipeline import build_stages
 
 TASK = """name: demo
 family: demo
@@ -104,7 +104,7 @@ def test_missing_config_file(tmp_path):
 def test_cli_prints_one_line_and_no_traceback(tmp_path):
     path = write_config(tmp_path, BASE.format(run="r", exemplars="many"))
     proc = subprocess.run(
-        [sys.executable, "-m", "taskseed.cli", "check", str(path)],
+        [sys.executable, "-m", "taskseed.cli.main", "check", str(path)],
         capture_output=True, text=True, cwd=tmp_path,
     )
     assert proc.returncode == 2
@@ -116,7 +116,7 @@ def test_cli_prints_one_line_and_no_traceback(tmp_path):
 
 
 def test_an_unset_api_key_variable_is_a_warning_naming_it(tmp_path, monkeypatch, capsys):
-    from taskseed.cli import main
+    from taskseed.cli.main import main
 
     body = BASE.format(run="r", exemplars=2) + (
         "teacher: {backend: openai, model: m, base_url: 'http://teacher.example:8000/v1',"

@@ -12,23 +12,23 @@ from typing import Any
 
 import pytest
 from taskseed.curation.errors import ConfigError
-from taskseed.curation.export import ExportParams, ExportStage
 from taskseed.curation.formats import DEFINITIONS, Format, answer_format
+from taskseed.curation.io.yamlconf import validate
+from taskseed.curation.mix.export import ExportParams, ExportStage
 from taskseed.curation.record import Format as RecordFormat
 from taskseed.curation.record import Origin, Record, Source
+from taskseed.curation.seeds.taskspec import FieldsMapping, JinjaMapping, parse_mapping
 from taskseed.curation.stage import KEEP, FilterStage, StageParams, Verdict, drop
-from taskseed.curation.taskspec import FieldsMapping, JinjaMapping, parse_mapping
-from taskseed.curation.yamlconf import validate
 from taskseed.generation import prompts
-from taskseed.generation.embedded import EmbeddedConfig
-from taskseed.generation.enrich import EnrichParams, EnrichStage
-from taskseed.generation.fake_server import FakeOpenAIServer
-from taskseed.generation.generate import GenerateParams, GenerateStage
-from taskseed.generation.http_teacher import OpenAIConfig
-from taskseed.generation.replies import schema_error
+from taskseed.generation.backends.embedded import EmbeddedConfig
+from taskseed.generation.backends.openai import OpenAIConfig
+from taskseed.generation.backends.replies import schema_error
+from taskseed.generation.servers.fake import FakeOpenAIServer
+from taskseed.generation.stages.enrich import EnrichParams, EnrichStage
+from taskseed.generation.stages.generate import GenerateParams, GenerateStage
 
-from taskseed.config import load_config
-from taskseed.pipeline import build_stages
+from taskseed.config.pipeline import load_config
+from taskseed.execution.pipeline import build_stages
 
 
 def record(**over: Any) -> Record:
@@ -68,7 +68,8 @@ def test_the_wheel_installs_nothing_outside_taskseed(repo: Path, tmp_path: Path)
     tops = {n.split("/")[0] for n in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"taskseed"}
     for module in ("taskseed/curation/record.py", "taskseed/generation/prompts/math.j2",
-                   "taskseed/judges/validity.py", "taskseed/curation/formats/yes_no.py"):
+                   "taskseed/judges/filters/validity.py", "taskseed/curation/formats/yes_no.py",
+                   "taskseed/views/report/report.html.j2", "taskseed/judges/rubrics/default.yaml"):
         assert module in names
 
 

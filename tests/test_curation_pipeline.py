@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from slurm_cluster import wait_for_jobs
 
-from taskseed.run import run_pipeline
+from taskseed.execution.run import run_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-from taskseed.curation.decontam import (
+from taskseed.curation.decontam.eval_sets import eval_splits, read_eval_split
+from taskseed.curation.decontam.ngram_index import EvalItem, NgramIndex, word_hashes
+from taskseed.curation.decontam.stage import (
     REASON,
     REPORT,
     DecontaminateStage,
@@ -21,17 +23,15 @@ from taskseed.curation.decontam import (
     record_texts,
 )
 from taskseed.curation.errors import RowError, TaskseedError
-from taskseed.curation.eval_sets import eval_splits, read_eval_split
-from taskseed.curation.ngram_index import EvalItem, NgramIndex, word_hashes
-from taskseed.curation.normalize import normalize_row
-from taskseed.curation.readers import iter_split
 from taskseed.curation.record import Origin, RawRow, Record, Source
-from taskseed.curation.taskspec import TaskSpec, load_task_specs
+from taskseed.curation.seeds.normalize import normalize_row
+from taskseed.curation.seeds.readers import iter_split
+from taskseed.curation.seeds.taskspec import TaskSpec, load_task_specs
 from taskseed.curation.text import normalize_text
 from workspace import hub_folder, with_local_hub
 
-from taskseed.rundir import StageDir
-from taskseed.seedindex import RunSeeds
+from taskseed.rundir.layout import StageDir
+from taskseed.rundir.seed_lookup import RunSeeds
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = REPO / "configs" / "tasks"
@@ -347,8 +347,8 @@ def test_index_is_built_once_and_reused_across_builds_and_processes(all_specs, s
     assert len(again.index.ngram.keys) == len(first.index.ngram.keys)
     script = (
         "import sys\nfrom pathlib import Path\n"
-        "from taskseed.curation.taskspec import load_task_specs\n"
-        "from taskseed.curation.decontam import DecontaminateStage, DecontamParams\n"
+        "from taskseed.curation.seeds.taskspec import load_task_specs\n"
+        "from taskseed.curation.decontam.stage import DecontaminateStage, DecontamParams\n"
         f"specs = load_task_specs([Path({str(TASKS / 'gsm8k.yaml')!r}), "
         f"Path({str(TASKS / 'piqa.yaml')!r})])\n"
         f"stage = DecontaminateStage(DecontamParams(), specs, Path({str(seeds_root)!r}), "
@@ -488,7 +488,7 @@ stages:
 def test_a_local_run_with_two_workers_builds_the_index_once(seeds_root, reference, tmp_path):
     run = tmp_path / "run"
     (tmp_path / "pipe.yaml").write_text(PIPE.format(run=run, seeds=seeds_root, tasks=TASKS))
-    proc = subprocess.run([sys.executable, "-m", "taskseed.cli", "run", "pipe.yaml"],
+    proc = subprocess.run([sys.executable, "-m", "taskseed.cli.main", "run", "pipe.yaml"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (index,) = (run / "index").glob("decontam-*.npz")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import xxhash
-from taskseed.curation.dedup import dedup_keys
-from taskseed.curation.frames import hash_strings
+from taskseed.curation.dedup.exact import dedup_keys
+from taskseed.curation.io.frames import hash_strings
 
 ROWS = pd.DataFrame({
     "context": ["a b", "a", None, None, "Ünïcode  passage"],

@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 from taskseed.curation.record import Format, Lineage, ModelText, Origin, Record, Sampling, Source
-from taskseed.generation.embedded import EmbeddedConfig
-from taskseed.generation.enrich import (
+from taskseed.generation.backends.embedded import EmbeddedConfig
+from taskseed.generation.backends.openai import OpenAIConfig
+from taskseed.generation.servers.fake import FakeOpenAIServer, Fault, last_user_message
+from taskseed.generation.stages.enrich import (
     EnrichParams,
     EnrichStage,
     enrich_schema,
@@ -19,8 +21,6 @@ from taskseed.generation.enrich import (
     render_enrich,
     request_seed,
 )
-from taskseed.generation.fake_server import FakeOpenAIServer, Fault, last_user_message
-from taskseed.generation.http_teacher import OpenAIConfig
 
 REASONING = "Water boils at 100 degrees Celsius at sea level, so the answer is 100."
 KNOWLEDGE = "The boiling point of a liquid depends on the surrounding air pressure."
@@ -232,7 +232,7 @@ def test_embedded_teacher_enriches() -> None:
 
 
 def test_a_reply_that_echoes_the_instructions_is_not_used():
-    from taskseed.generation.enrich import echoes
+    from taskseed.generation.stages.enrich import echoes
 
     instructions = ("The answer above is correct and final: do not change it or argue for "
                     "another one. Write \"knowledge\": the background facts someone needs.")

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 import xxhash
-from taskseed.generation.fake_server import FakeOpenAIServer, Fault
+from taskseed.generation.servers.fake import FakeOpenAIServer, Fault
 
-from taskseed.run import run_pipeline
+from taskseed.execution.run import run_pipeline
 
 TASKS = Path(__file__).resolve().parents[1] / "configs" / "tasks"
 KINDS = ["429", "500", "drop", "malformed", "truncated", "wrong_schema", "slow"]

@@ -18,16 +18,14 @@ import pandas as pd
 import pytest
 from distributed import Client, LocalCluster
 from pydantic import ValidationError
-from taskseed.curation.arrow import to_table, write_parquet
-from taskseed.curation.frames import read_records
-from taskseed.curation.fuzzy_dedup import (
+from taskseed.curation.dedup.fuzzy import (
     NEAR_COPY_OF_SEED,
     NEAR_DUPLICATE,
     FuzzyDedupParams,
     FuzzyDedupStage,
     record_text,
 )
-from taskseed.curation.minhash import (
+from taskseed.curation.dedup.minhash import (
     MERSENNE_PRIME,
     MinHashSpec,
     band_keys,
@@ -39,15 +37,17 @@ from taskseed.curation.minhash import (
     ngram_set,
     token_signatures,
 )
+from taskseed.curation.io.arrow import to_table, write_parquet
+from taskseed.curation.io.frames import read_records
 from taskseed.curation.record import Origin, Record, Reject
-from taskseed.curation.seeds import NormalizeStage, SeedParams, SeedStage
+from taskseed.curation.seeds.stage import NormalizeStage, SeedParams, SeedStage
+from taskseed.curation.seeds.taskspec import load_task_specs
 from taskseed.curation.stage import BuildContext
-from taskseed.curation.taskspec import load_task_specs
 from taskseed.curation.text import word_ngrams
 
-from taskseed.rundir import RunDir
-from taskseed.seedindex import RunSeeds
-from taskseed.shardrun import marked_result
+from taskseed.execution.shard import marked_result
+from taskseed.rundir.layout import RunDir
+from taskseed.rundir.seed_lookup import RunSeeds
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ("arc_easy", "boolq", "commonsense_qa", "gsm8k", "race", "squad")
@@ -477,7 +477,7 @@ def test_nothing_near_nothing_dropped(client: Client, records: list[Record],
 def test_cudf_signatures_equal_cpu(records: list[Record], bits: int, ngram: int,
                                    words: bool) -> None:
     cudf = pytest.importorskip("cudf", reason="cuDF runs on GPU nodes only")
-    from taskseed.curation.minhash import cudf_signatures
+    from taskseed.curation.dedup.minhash import cudf_signatures
 
     texts = record_text(to_table(records, Record).to_pandas())
     texts = pd.concat([texts, pd.Series(["", "a", "éàü ñ", "x y"])], ignore_index=True)

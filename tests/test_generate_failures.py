@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from taskseed.generation.fake_server import FakeOpenAIServer, Fault
+from taskseed.generation.servers.fake import FakeOpenAIServer, Fault
 from workspace import write_task
 
 PIPE = """name: failures
@@ -32,7 +32,7 @@ def setup(tmp_path: Path, url: str, coverage: float) -> Path:
 
 
 def run(config: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "taskseed.cli", "run", str(config)],
+    return subprocess.run([sys.executable, "-m", "taskseed.cli.main", "run", str(config)],
                           cwd=config.parent, capture_output=True, text=True, timeout=300)
 
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 from taskseed.curation.record import Sampling
-from taskseed.generation.fake_server import FakeOpenAIServer, Fault, instance_for
-from taskseed.generation.http_teacher import OpenAITeacher, schema_error
-from taskseed.generation.retry import backoff_delay, is_retryable_status, parse_retry_after
-from taskseed.generation.teacher import TeacherRequest, TeacherResponse
+from taskseed.generation.backends.base import TeacherRequest, TeacherResponse
+from taskseed.generation.backends.openai import OpenAITeacher, schema_error
+from taskseed.generation.backends.retry import backoff_delay, is_retryable_status, parse_retry_after
+from taskseed.generation.servers.fake import FakeOpenAIServer, Fault, instance_for
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -296,7 +296,7 @@ def test_unserialisable_request_is_an_error_response(server: FakeOpenAIServer) -
 def test_fake_server_cli_serves_requests() -> None:
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ)
-    with subprocess.Popen([sys.executable, "-m", "taskseed.generation.fake_server", "--port", "0"],
+    with subprocess.Popen([sys.executable, "-m", "taskseed.generation.servers.fake", "--port", "0"],
                           cwd=root, env=env, stdout=subprocess.PIPE, text=True) as proc:
         try:
             line = proc.stdout.readline() if proc.stdout else ""

@@ -9,10 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from taskseed.curation.errors import RowError
-from taskseed.curation.normalize import normalize_row
-from taskseed.curation.readers import iter_split
 from taskseed.curation.record import RawRow, Source
-from taskseed.curation.taskspec import load_task_spec
+from taskseed.curation.seeds.normalize import normalize_row
+from taskseed.curation.seeds.readers import iter_split
+from taskseed.curation.seeds.taskspec import load_task_spec
 
 
 @pytest.fixture(autouse=True)

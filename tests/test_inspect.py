@@ -16,8 +16,9 @@ import pytest
 from taskseed.curation.errors import TaskseedError
 from taskseed.curation.record import Record
 
-from taskseed.inspect_cli import add_inspect_command
-from taskseed.inspect_run import (
+from taskseed.cli.inspect import add_inspect_command
+from taskseed.rundir.layout import StageDir
+from taskseed.views.inspect import (
     Query,
     ScoreRange,
     render_plain,
@@ -25,7 +26,6 @@ from taskseed.inspect_run import (
     resolve_stage,
     select,
 )
-from taskseed.rundir import StageDir
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = REPO / "configs" / "tasks"
@@ -45,9 +45,9 @@ stages:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory, seeds_root: Path) -> Path:
-    from taskseed.generation.fake_server import FakeOpenAIServer
+    from taskseed.generation.servers.fake import FakeOpenAIServer
 
-    from taskseed.run import run_pipeline
+    from taskseed.execution.run import run_pipeline
 
     base = tmp_path_factory.mktemp("inspect")
     config = base / "pipe.yaml"

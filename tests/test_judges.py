@@ -17,17 +17,17 @@ from taskseed.curation.errors import ConfigError, TaskseedError
 from taskseed.curation.formats.base import LETTERS
 from taskseed.curation.record import Format, Record, Reject, Source
 from taskseed.curation.stage import BuildContext, StageResult
-from taskseed.generation.embedded import EmbeddedConfig
-from taskseed.generation.fake_server import FakeOpenAIServer, Fault
-from taskseed.generation.http_teacher import OpenAIConfig
-from taskseed.generation.teacher import BackendConfig
-from taskseed.judges.heuristics import HeuristicParams, HeuristicsStage
+from taskseed.generation.backends.base import BackendConfig
+from taskseed.generation.backends.embedded import EmbeddedConfig
+from taskseed.generation.backends.openai import OpenAIConfig
+from taskseed.generation.servers.fake import FakeOpenAIServer, Fault
+from taskseed.judges.filters.heuristics import HeuristicParams, HeuristicsStage
+from taskseed.judges.filters.llm_judge import JudgeParams, LLMJudgeStage
+from taskseed.judges.filters.self_consistency import ConsistencyParams, SelfConsistencyStage
 from taskseed.judges.judge_prompts import load_rubric
-from taskseed.judges.llm_judge import JudgeParams, LLMJudgeStage
-from taskseed.judges.self_consistency import ConsistencyParams, SelfConsistencyStage
 
-from taskseed.config import load_config
-from taskseed.pipeline import build_stages
+from taskseed.config.pipeline import load_config
+from taskseed.execution.pipeline import build_stages
 
 CRITERIA = list(load_rubric("default").criteria)
 OPTIONS = ["whale", "shark", "trout"]

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import yaml
 from taskseed.curation.errors import ConfigError
-from taskseed.curation.licenses import (
+from taskseed.curation.seeds.lm_eval_catalog import import_catalog, load_task_index
+from taskseed.curation.seeds.taskspec import is_commercial, load_task_spec
+from taskseed.curation.terms.dataset_licenses import (
     LicensePolicy,
     default_licenses_path,
     load_license_policy,
 )
-from taskseed.curation.lm_eval_catalog import import_catalog, load_task_index
-from taskseed.curation.taskspec import is_commercial, load_task_spec
 
 TOY_TASKS = Path(__file__).resolve().parent / "fixtures" / "lm_eval_tasks"
 NOT_COMMERCIAL = [

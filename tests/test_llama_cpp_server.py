@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from taskseed.generation.embedded import packaged_model_path
+from taskseed.generation.backends.embedded import packaged_model_path
 from workspace import write_task
 
 pytestmark = pytest.mark.slow
@@ -70,7 +70,7 @@ def workspace(tmp_path: Path, url: str, mode: str) -> Path:
 
 
 def run(config: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "taskseed.cli", "run", str(config)],
+    return subprocess.run([sys.executable, "-m", "taskseed.cli.main", "run", str(config)],
                           cwd=config.parent, capture_output=True, text=True, timeout=600)
 
 

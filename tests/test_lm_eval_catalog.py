@@ -7,14 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
-from taskseed.curation.lm_eval_catalog import import_catalog, load_task_index, write_specs
-from taskseed.curation.normalize import normalize_row
-from taskseed.curation.readers import iter_split
 from taskseed.curation.record import RawRow, Source
-from taskseed.curation.taskspec import TaskSpec, load_task_spec
+from taskseed.curation.seeds.lm_eval_catalog import import_catalog, load_task_index, write_specs
+from taskseed.curation.seeds.normalize import normalize_row
+from taskseed.curation.seeds.readers import iter_split
+from taskseed.curation.seeds.taskspec import TaskSpec, load_task_spec
 from workspace import hub_folder, with_local_hub
 
-from taskseed.catalog_cli import add_catalog_commands
+from taskseed.cli.catalog import add_catalog_commands
 
 TOY_TASKS = Path(__file__).resolve().parent / "fixtures" / "lm_eval_tasks"
 

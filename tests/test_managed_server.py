@@ -15,24 +15,24 @@ from pathlib import Path
 
 import pytest
 from taskseed.curation.errors import ConfigError, TaskseedError
+from taskseed.curation.io.yamlconf import validate
 from taskseed.curation.record import Sampling
-from taskseed.curation.yamlconf import validate
-from taskseed.generation.embedded import EmbeddedConfig, packaged_model_path
-from taskseed.generation.generate import GenerateParams, GenerateStage
-from taskseed.generation.http_teacher import OpenAIConfig
-from taskseed.generation.managed_server import (
+from taskseed.generation.backends.base import TeacherRequest
+from taskseed.generation.backends.embedded import EmbeddedConfig, packaged_model_path
+from taskseed.generation.backends.openai import OpenAIConfig
+from taskseed.generation.backends.reward import NIMRewardConfig, TensorRTLLMRewardConfig
+from taskseed.generation.backends.tensorrt_llm import TensorRTLLMConfig
+from taskseed.generation.servers.managed import (
     ManagedServer,
     ServerConfig,
     server_command,
     tensor_parallel_launch,
 )
-from taskseed.generation.teacher import TeacherRequest
-from taskseed.generation.trtllm_teacher import TensorRTLLMConfig
-from taskseed.judges.reward_backends import NIMRewardConfig, TensorRTLLMRewardConfig
+from taskseed.generation.stages.generate import GenerateParams, GenerateStage
 from workspace import write_task
 
-from taskseed.config import load_config
-from taskseed.servers import managed_models, model_gpus, place_on_gpus, serving
+from taskseed.config.pipeline import load_config
+from taskseed.execution.servers import managed_models, model_gpus, place_on_gpus, serving
 
 PY = sys.executable
 HTTP_SERVER = [PY, "-m", "http.server", "{port}", "--bind", "{host}"]

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from taskseed.judges.math_check import UnsafeExpression, check_math, evaluate, parse_number
+from taskseed.judges.checks.math_check import UnsafeExpression, check_math, evaluate, parse_number
 
 ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>=]*)>>(\d[\d,]*(?:\.\d+)?)?")
 SAMPLE = 2000

@@ -21,21 +21,21 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from taskseed.curation.arrow import read_parquet
 from taskseed.curation.errors import TaskseedError
 from taskseed.curation.formats import Format
-from taskseed.curation.frames import read_records
-from taskseed.curation.mix import MixParams, MixStage
-from taskseed.curation.mix_templates import TEMPLATES, Example, answer_text, render
+from taskseed.curation.io.arrow import read_parquet
+from taskseed.curation.io.frames import read_records
+from taskseed.curation.mix.stage import MixParams, MixStage
+from taskseed.curation.mix.templates import TEMPLATES, Example, answer_text, render
+from taskseed.curation.mix.tokens import EmbeddedTokenizer, FileTokenizer, load_counter
 from taskseed.curation.record import Origin, Record, Reject
-from taskseed.curation.seeds import NormalizeStage, SeedParams, SeedStage
+from taskseed.curation.seeds.stage import NormalizeStage, SeedParams, SeedStage
+from taskseed.curation.seeds.taskspec import load_task_specs
 from taskseed.curation.stage import BuildContext, StageResult
-from taskseed.curation.taskspec import load_task_specs
-from taskseed.curation.tokens import EmbeddedTokenizer, FileTokenizer, load_counter
 
-from taskseed.engine import FrameRun
-from taskseed.rundir import StageDir
-from taskseed.shardrun import commit
+from taskseed.execution.engine import FrameRun
+from taskseed.execution.shard import commit
+from taskseed.rundir.layout import StageDir
 
 REPO = Path(__file__).resolve().parents[1]
 PER_TASK = 40
@@ -442,7 +442,7 @@ def test_cudf_partitions_give_the_pandas_selection(tmp_path: Path, records: list
     assert results[0] == results[1]
 
 
-PLUGIN = "from taskseed.curation.mix import MixStage\nfrom taskseed.stages import " \
+PLUGIN = "from taskseed.curation.mix.stage import MixStage\nfrom taskseed.registry import " \
          "register_stage\n\nregister_stage(MixStage)\n"
 PIPE = """name: mix-pipeline
 run_dir: {run}
@@ -459,7 +459,7 @@ stages:
 
 def test_pipeline_run_writes_the_mix(tmp_path: Path, seeds_root: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from taskseed.run import run_pipeline
+    from taskseed.execution.run import run_pipeline
 
     (tmp_path / "mix_plugin.py").write_text(PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -12,22 +12,22 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from taskseed.curation.errors import ConfigError
-from taskseed.curation.model_licenses import (
+from taskseed.curation.io.packaged_models import MODELS
+from taskseed.curation.io.yamlconf import validate
+from taskseed.curation.terms.model_licenses import (
     ModelLicensePolicy,
     ModelLicensesFile,
     default_model_licenses_path,
     load_model_licenses,
 )
-from taskseed.curation.packaged_models import MODELS
-from taskseed.curation.yamlconf import validate
-from taskseed.generation.embedded import EmbeddedConfig
-from taskseed.generation.fake_server import FakeOpenAIServer
-from taskseed.generation.http_teacher import OpenAIConfig
+from taskseed.generation.backends.embedded import EmbeddedConfig
+from taskseed.generation.backends.openai import OpenAIConfig
+from taskseed.generation.servers.fake import FakeOpenAIServer
 
-from taskseed.card import write_card
-from taskseed.config import load_config
-from taskseed.pipeline import build_stages, terms_warnings
-from taskseed.run import run_pipeline
+from taskseed.config.pipeline import load_config
+from taskseed.execution.pipeline import build_stages, terms_warnings
+from taskseed.execution.run import run_pipeline
+from taskseed.views.card.card import write_card
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = REPO / "configs" / "tasks"

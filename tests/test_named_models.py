@@ -18,14 +18,14 @@ from typing import Any
 
 import pytest
 from taskseed.curation.errors import ConfigError
-from taskseed.generation.fake_server import FakeOpenAIServer
 from taskseed.generation.prompts import SYSTEM_PROMPT
+from taskseed.generation.servers.fake import FakeOpenAIServer
 from taskseed.judges.judge_prompts import system_prompt
 from workspace import write_task
 
-from taskseed.cli import main
-from taskseed.config import load_config
-from taskseed.pipeline import build_stages
+from taskseed.cli.main import main
+from taskseed.config.pipeline import load_config
+from taskseed.execution.pipeline import build_stages
 
 PIPE = """name: named-models
 run_dir: {run}

@@ -13,27 +13,27 @@ from pathlib import Path
 
 import pytest
 from taskseed.curation.errors import TaskseedError
-from taskseed.curation.packaged_models import DEFAULT, MODELS, PackagedModel
+from taskseed.curation.io.packaged_models import DEFAULT, MODELS, PackagedModel
 from taskseed.curation.record import Sampling
-from taskseed.generation.native import (
+from taskseed.generation.backends.base import TeacherRequest
+from taskseed.generation.backends.native import (
     PORTABLE_CMAKE_ARGS,
     UNPORTABLE,
     check_build,
     enabled_features,
     find_llama_server,
 )
-from taskseed.generation.teacher import TeacherRequest
 from test_managed_server import port_closed, running_with
 from workspace import write_task
 
-from taskseed.config import load_config
-from taskseed.servers import serving
+from taskseed.config.pipeline import load_config
+from taskseed.execution.servers import serving
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_the_installed_llama_cpp_is_portable_and_generates_one_token() -> None:
-    proc = subprocess.run([sys.executable, "-m", "taskseed.cli", "native", "check"],
+    proc = subprocess.run([sys.executable, "-m", "taskseed.cli.main", "native", "check"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "portable: yes" in proc.stdout

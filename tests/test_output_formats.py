@@ -9,12 +9,12 @@ import datasets
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from taskseed.curation.arrow import read_parquet, write_parquet
+from taskseed.curation.io.arrow import read_parquet, write_parquet
 from taskseed.curation.record import Format, Record, Source
-from taskseed.generation.fake_server import FakeOpenAIServer
+from taskseed.generation.servers.fake import FakeOpenAIServer
 from workspace import write_task
 
-from taskseed.run import run_pipeline
+from taskseed.execution.run import run_pipeline
 
 PIPE = """name: formats
 run_dir: {run}

@@ -11,8 +11,8 @@ import yaml
 from taskseed.curation.errors import ConfigError
 from workspace import write_task
 
-from taskseed.cli import main
-from taskseed.config import apply_sets, load_config, merge_config, parse_set
+from taskseed.cli.main import main
+from taskseed.config.pipeline import apply_sets, load_config, merge_config, parse_set
 
 SCALES = ["nano", "super", "ultra"]
 BASES = ["quickstart", "real-small"]

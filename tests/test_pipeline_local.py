@@ -5,11 +5,11 @@ import json
 from pathlib import Path
 
 import pytest
-from taskseed.curation.arrow import read_parquet
 from taskseed.curation.errors import TaskseedError
+from taskseed.curation.io.arrow import read_parquet
 from taskseed.curation.record import Record, Reject
 
-from taskseed.run import run_pipeline
+from taskseed.execution.run import run_pipeline
 
 PIPE = """name: seeds-only
 run_dir: {run}

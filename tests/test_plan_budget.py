@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from taskseed.generation.fake_server import FakeOpenAIServer
+from taskseed.generation.servers.fake import FakeOpenAIServer
 from workspace import write_task
 
-from taskseed.budget import BudgetExceeded
-from taskseed.plan import format_plan, plan_run
-from taskseed.run import run_pipeline
+from taskseed.config.budget import BudgetExceeded
+from taskseed.execution.plan import format_plan, plan_run
+from taskseed.execution.run import run_pipeline
 
 PIPE = """name: budget
 run_dir: {run}

@@ -16,7 +16,7 @@ PLUGIN = '''"""Drops records whose answer is longer than a limit."""
 
 from taskseed.curation.record import Record
 from taskseed.curation.stage import KEEP, FilterStage, StageParams, Verdict, drop
-from taskseed.stages import register_stage
+from taskseed.registry import register_stage
 
 
 class ShortAnswerParams(StageParams):
@@ -82,7 +82,7 @@ def plugin_env(root: Path) -> dict[str, str]:
 
 
 def taskseed(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "taskseed.cli", *args], cwd=root,
+    return subprocess.run([sys.executable, "-m", "taskseed.cli.main", *args], cwd=root,
                           env=plugin_env(root), capture_output=True, text=True, timeout=300)
 
 
@@ -134,7 +134,7 @@ def test_slurm_tasks_run_the_plugin_filter_like_the_local_executor(
 ) -> None:
     run = workspace / "slurm-run"
     submitted = subprocess.run(
-        [sys.executable, "-m", "taskseed.cli", "submit", "pipe.yaml", "--run-dir", str(run)],
+        [sys.executable, "-m", "taskseed.cli.main", "submit", "pipe.yaml", "--run-dir", str(run)],
         cwd=workspace, env=plugin_env(workspace), capture_output=True, text=True, timeout=120)
     assert submitted.returncode == 0, submitted.stderr
     jobs = [line.split()[-1] for line in submitted.stdout.splitlines()

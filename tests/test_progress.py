@@ -8,12 +8,12 @@ import re
 from pathlib import Path
 
 import pytest
-from taskseed.curation import progress
-from taskseed.generation.fake_server import FakeOpenAIServer
+from taskseed.curation.io import progress
+from taskseed.generation.servers.fake import FakeOpenAIServer
 from workspace import write_task
 
-from taskseed.progress import ProgressView, StageMeter, duration
-from taskseed.run import run_pipeline
+from taskseed.execution.run import run_pipeline
+from taskseed.views.progress import ProgressView, StageMeter, duration
 
 PIPE = """name: progress
 run_dir: {run}
@@ -68,8 +68,8 @@ def test_off_a_terminal_each_stage_prints_plain_progress_lines(tmp_path, server,
 
 
 def test_teacher_stages_report_requests_and_tokens_as_they_arrive(tmp_path, server):
-    from taskseed.config import load_config
-    from taskseed.pipeline import build_stages
+    from taskseed.config.pipeline import load_config
+    from taskseed.execution.pipeline import build_stages
 
     read, normalize, generate, _ = build_stages(load_config(config(tmp_path, server.base_url)))
     seeds = normalize.process(read.read(read.plan()[0]).items, 0).items
@@ -116,7 +116,7 @@ def test_status_shows_the_live_counts_of_running_shards(tmp_path, server, capsys
     import os
     import socket
 
-    from taskseed.cli import main
+    from taskseed.cli.main import main
 
     run_pipeline(config(tmp_path, server.base_url), progress=lambda line: None)
     generate = tmp_path / "run" / "stages" / "03-generate"

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from taskseed.curation.arrow import read_parquet
+from taskseed.curation.io.arrow import read_parquet
 from taskseed.curation.record import Origin, Record
 
 pytestmark = pytest.mark.slow
@@ -26,7 +26,7 @@ def shard_digests(run: Path) -> dict[str, str]:
 
 def taskseed(repo: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "taskseed.cli", *args],
+        [sys.executable, "-m", "taskseed.cli.main", *args],
         cwd=repo, capture_output=True, text=True, timeout=1800,
     )
 

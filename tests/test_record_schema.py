@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from taskseed.curation.arrow import RECORD_SCHEMA, read_parquet, write_parquet
+from taskseed.curation.io.arrow import RECORD_SCHEMA, read_parquet, write_parquet
 from taskseed.curation.record import (
     Format,
     Lineage,

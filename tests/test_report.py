@@ -20,11 +20,11 @@ from markupsafe import escape
 from sample_run import SCRIPT, build_sample_run
 from taskseed.curation.errors import TaskseedError
 
-from taskseed.budget import BudgetConfig
-from taskseed.report import write_report
-from taskseed.report_browser import page_layout
-from taskseed.report_cli import add_report_command
-from taskseed.report_data import load_report_data
+from taskseed.cli.report import add_report_command
+from taskseed.config.budget import BudgetConfig
+from taskseed.views.report.browser import page_layout
+from taskseed.views.report.data import load_report_data
+from taskseed.views.report.render import write_report
 
 SAMPLES = 10
 PLOTS = {"plot-funnel", "plot-funnel-tasks", "plot-drops", "plot-scores-06-llm_judge",
@@ -222,7 +222,7 @@ def test_a_screenshot_can_be_the_top_of_the_page(rendered, tmp_path):
     from PIL import Image
 
     page, full = rendered
-    from taskseed.report_browser import screenshot
+    from taskseed.views.report.browser import screenshot
 
     top = tmp_path / "top.png"
     screenshot(page, top, height=700)

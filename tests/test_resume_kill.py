@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import xxhash
-from taskseed.curation.arrow import read_parquet
+from taskseed.curation.io.arrow import read_parquet
 from taskseed.curation.record import Record
-from taskseed.generation.fake_server import FakeOpenAIServer, last_user_message
+from taskseed.generation.servers.fake import FakeOpenAIServer, last_user_message
 from workspace import write_task
 
 WORKERS, CONCURRENCY, ROWS = 2, 3, 120
@@ -61,7 +61,7 @@ def workspace(tmp_path: Path) -> Path:
 
 def start(config: Path, run_dir: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "taskseed.cli", "run", str(config), "--run-dir", str(run_dir)],
+        [sys.executable, "-m", "taskseed.cli.main", "run", str(config), "--run-dir", str(run_dir)],
         cwd=config.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
     )

@@ -17,17 +17,8 @@ from pydantic import TypeAdapter, ValidationError
 from taskseed.curation.errors import TaskseedError
 from taskseed.curation.record import Format, Record, Source
 from taskseed.curation.stage import BuildContext, StageResult
-from taskseed.generation.fake_server import FakeOpenAIServer, Fault
-from taskseed.generation.http_teacher import OpenAIConfig
-from taskseed.judges.reward import (
-    NEMOTRON_WEIGHTS,
-    RewardParams,
-    RewardStage,
-    RewardUnavailable,
-    reward_answer,
-    reward_question,
-)
-from taskseed.judges.reward_backends import (
+from taskseed.generation.backends.openai import OpenAIConfig
+from taskseed.generation.backends.reward import (
     MISSING_TRTLLM,
     NIMRewardConfig,
     RewardConfig,
@@ -38,6 +29,15 @@ from taskseed.judges.reward_backends import (
     parse_pairs,
     pooled_values,
     reward_request,
+)
+from taskseed.generation.servers.fake import FakeOpenAIServer, Fault
+from taskseed.judges.filters.reward import (
+    NEMOTRON_WEIGHTS,
+    RewardParams,
+    RewardStage,
+    RewardUnavailable,
+    reward_answer,
+    reward_question,
 )
 
 KEY_ENV = "TASKSEED_TEST_REWARD_KEY"

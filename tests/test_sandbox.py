@@ -14,7 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
-from taskseed.judges.sandbox import WORKDIR_PREFIX, SandboxLimits, run_python, sandbox_problem
+from taskseed.judges.checks.sandbox import (
+    WORKDIR_PREFIX,
+    SandboxLimits,
+    run_python,
+    sandbox_problem,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 from taskseed.curation.errors import ConfigError, RowError
-from taskseed.curation.readers import iter_split
-from taskseed.curation.seeds import NormalizeStage, SeedParams, SeedStage
-from taskseed.curation.taskspec import load_task_spec
+from taskseed.curation.seeds.readers import iter_split
+from taskseed.curation.seeds.stage import NormalizeStage, SeedParams, SeedStage
+from taskseed.curation.seeds.taskspec import load_task_spec
 
 ROWS = [{"q": f"What is {i} plus {i}?", "a": str(2 * i), "lic": lic}
         for i, lic in enumerate(["MIT", "CC-BY-NC-4.0", "", "Apache-2.0"])]

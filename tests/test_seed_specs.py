@@ -7,13 +7,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import taskseed.curation.readers as readers
+import taskseed.curation.seeds.readers as readers
+from taskseed.curation.decontam.eval_sets import eval_splits, iter_eval_records, read_eval_split
 from taskseed.curation.errors import ConfigError
-from taskseed.curation.eval_sets import eval_splits, iter_eval_records, read_eval_split
-from taskseed.curation.normalize import normalize_row
 from taskseed.curation.record import RawRow, Source
-from taskseed.curation.seeds import NormalizeStage, SeedParams, SeedStage
-from taskseed.curation.taskspec import TaskSpec, load_task_spec, load_task_specs
+from taskseed.curation.seeds.normalize import normalize_row
+from taskseed.curation.seeds.stage import NormalizeStage, SeedParams, SeedStage
+from taskseed.curation.seeds.taskspec import TaskSpec, load_task_spec, load_task_specs
 from workspace import hub_folder, with_local_hub
 
 REPO = Path(__file__).resolve().parents[1]

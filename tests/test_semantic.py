@@ -11,10 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from taskseed.curation.errors import TaskseedError
-from taskseed.curation.eval_sets import EvalSplit, read_eval_split
-from taskseed.curation.record import Record
-from taskseed.curation.semantic import (
+from taskseed.curation.decontam.eval_sets import EvalSplit, read_eval_split
+from taskseed.curation.decontam.semantic import (
     DEFAULT_THRESHOLD,
     INSTALL_HINT,
     Embedder,
@@ -25,8 +23,10 @@ from taskseed.curation.semantic import (
     item_text,
     light_normalize,
 )
+from taskseed.curation.errors import TaskseedError
+from taskseed.curation.record import Record
+from taskseed.curation.seeds.taskspec import TaskSpec, load_task_specs
 from taskseed.curation.stage import BuildContext
-from taskseed.curation.taskspec import TaskSpec, load_task_specs
 
 REPO = Path(__file__).resolve().parents[1]
 INDEXED = 100  # gsm8k test items in the index
@@ -37,7 +37,7 @@ SYNONYMS = {"buys": "purchases", "bought": "purchased", "each": "every", "total"
 def _model_installed() -> bool:
     try:
         import sentence_transformers  # noqa: F401
-        from taskseed.curation.semantic import model_dir
+        from taskseed.curation.decontam.semantic import model_dir
 
         model_dir()
     except (ImportError, TaskseedError):
@@ -194,7 +194,7 @@ def test_missing_sentence_transformers_is_one_line_error(monkeypatch: pytest.Mon
 
 def test_module_imports_without_torch() -> None:
     code = ("import sys; sys.modules['torch'] = None; sys.modules['sentence_transformers'] = None\n"
-            "import taskseed.curation.semantic as s\n"
+            "import taskseed.curation.decontam.semantic as s\n"
             "assert 'transformers' not in sys.modules; print(s.DEFAULT_THRESHOLD)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == str(DEFAULT_THRESHOLD)

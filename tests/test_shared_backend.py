@@ -3,9 +3,9 @@ loads its model once, and the last stage to finish closes it."""
 
 from __future__ import annotations
 
-from taskseed.generation.backends import acquire_teacher, release_teacher
-from taskseed.generation.embedded import EmbeddedConfig
-from taskseed.generation.teacher import TeacherRequest
+from taskseed.generation.backends.base import TeacherRequest
+from taskseed.generation.backends.catalog import acquire_teacher, release_teacher
+from taskseed.generation.backends.embedded import EmbeddedConfig
 
 
 def test_one_model_per_process_for_one_config(tmp_path):

@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from slurm_cluster import SlurmCluster, wait_for_jobs
 
-from taskseed.run import run_pipeline
-from taskseed.slurm import array_spec, main
+from taskseed.execution.run import run_pipeline
+from taskseed.execution.slurm.tasks import array_spec, main
 
 STAGES = ["01-seeds", "02-normalize", "03-validity", "04-exact_dedup", "05-export"]
 

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 from slurm_cluster import SlurmCluster, wait_for_jobs
 
-from taskseed.slurm import main
+from taskseed.execution.slurm.tasks import main
 
 FLAKY = '''"""Fails on one shard while a flag file exists."""
 
 from pathlib import Path
 
 from taskseed.curation.stage import BatchStage, StageParams, StageResult
-from taskseed.stages import register_stage
+from taskseed.registry import register_stage
 
 
 class FlakyParams(StageParams):
@@ -89,7 +89,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cli(root: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         filter(None, [str(root / "plugins"), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", "taskseed.cli", *args], cwd=root, env=env,
+    return subprocess.run([sys.executable, "-m", "taskseed.cli.main", *args], cwd=root, env=env,
                           capture_output=True, text=True, timeout=120)
 
 

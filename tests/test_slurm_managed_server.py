@@ -50,12 +50,12 @@ def test_each_array_task_serves_the_teacher_on_its_node(cluster: SlurmCluster, t
     run = tmp_path / "run"
     config.write_text(PIPE.format(run=run))
     before = _servers_running()
-    dry = subprocess.run([sys.executable, "-m", "taskseed.cli", "submit", str(config),
+    dry = subprocess.run([sys.executable, "-m", "taskseed.cli.main", "submit", str(config),
                           "--dry-run"], capture_output=True, text=True, cwd=tmp_path)
     assert dry.returncode == 0, dry.stderr
     assert "01-seeds..03: shard job, 2 array tasks, each runs seeds -> normalize -> generate; " \
            "0 GPU" in dry.stdout
-    done = subprocess.run([sys.executable, "-m", "taskseed.cli", "submit", str(config)],
+    done = subprocess.run([sys.executable, "-m", "taskseed.cli.main", "submit", str(config)],
                           capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     jobs = re.findall(r"^submitted (\S+): job (\d+)$", done.stdout, flags=re.MULTILINE)

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 from taskseed.curation.record import Sampling
-from taskseed.generation.fake_server import FakeOpenAIServer, Fault
-from taskseed.generation.http_teacher import OpenAITeacher
-from taskseed.generation.teacher import TeacherRequest
+from taskseed.generation.backends.base import TeacherRequest
+from taskseed.generation.backends.openai import OpenAITeacher
+from taskseed.generation.servers.fake import FakeOpenAIServer, Fault
 from workspace import write_task
 
 PIPE = """name: outage
@@ -46,7 +46,7 @@ def workspace(tmp_path: Path, url: str, generate: str = "") -> Path:
 
 
 def run(config: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "taskseed.cli", "run", str(config)],
+    return subprocess.run([sys.executable, "-m", "taskseed.cli.main", "run", str(config)],
                           cwd=config.parent, capture_output=True, text=True, timeout=300)
 
 

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from taskseed.curation.errors import TaskseedError
 from taskseed.curation.record import Sampling
-from taskseed.generation.backends import make_teacher
-from taskseed.generation.teacher import TeacherRequest
-from taskseed.generation.trtllm_teacher import (
+from taskseed.generation.backends.base import TeacherRequest
+from taskseed.generation.backends.catalog import make_teacher
+from taskseed.generation.backends.tensorrt_llm import (
     MISSING_EXTRA,
     SINGLE_PROCESS_ENV,
     TensorRTLLMConfig,

@@ -1,6 +1,6 @@
 import pytest
 from taskseed.curation.record import Format, Record, Source
-from taskseed.judges.validity import ValidityParams, ValidityStage, check
+from taskseed.judges.filters.validity import ValidityParams, ValidityStage, check
 
 P = ValidityParams()
 

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from taskseed.generation.crash import describe_exit, exit_signal, likely_cause
-from taskseed.generation.native import REBUILD
+from taskseed.generation.backends.crash import describe_exit, exit_signal, likely_cause
+from taskseed.generation.backends.native import REBUILD
 from workspace import write_task
 
 PLUGIN = '''"""Kills its worker on the record whose answer is "{victim}"."""
@@ -27,12 +27,12 @@ import signal
 
 from taskseed.curation.record import Record
 from taskseed.curation.stage import KEEP, FilterStage, StageParams, Verdict
-from taskseed.stages import register_stage
+from taskseed.registry import register_stage
 
 
 def crash_inside_llama_cpp() -> None:
     import llama_cpp
-    from taskseed.curation.packaged_models import model_path
+    from taskseed.curation.io.packaged_models import model_path
 
     llm = llama_cpp.Llama(model_path=str(model_path("smollm2")), n_ctx=256, verbose=False)
     llm._ctx.ctx = llama_cpp.llama_context_p(8)  # a context that points nowhere
@@ -81,7 +81,7 @@ def crash_run(root: Path, how: str) -> subprocess.CompletedProcess:
     (root / "pipe.yaml").write_text(PIPE.format(how=how))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", "taskseed.cli", "run", "pipe.yaml"], cwd=root,
+    return subprocess.run([sys.executable, "-m", "taskseed.cli.main", "run", "pipe.yaml"], cwd=root,
                           env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -159,7 +159,7 @@ def test_an_array_task_killed_by_a_native_crash_is_a_failed_unit_that_names_it(
         filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "taskseed.cli", *args], cwd=tmp_path,
+        return subprocess.run([sys.executable, "-m", "taskseed.cli.main", *args], cwd=tmp_path,
                               env=env, capture_output=True, text=True, timeout=120)
 
     submitted = cli("submit", "pipe.yaml")

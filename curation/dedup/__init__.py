@@ -1,0 +1,1 @@
+"""Deduplication: exact (`exact_dedup`) and fuzzy (`fuzzy_dedup`, MinHash LSH)."""

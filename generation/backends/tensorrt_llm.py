@@ -1,0 +1,246 @@
+"""A teacher on TensorRT-LLM's LLM API in this process, for GPU nodes.
+
+Since TensorRT-LLM 1.0, `tensorrt_llm.LLM` is the PyTorch backend: `model` is a Hugging
+Face checkpoint (a hub name or a local directory), not an engine directory. Chat messages
+are rendered with the model's own chat template; every request carries its own
+`SamplingParams` (seed, temperature, top_p, max_tokens and, when the request has a JSON
+schema, `GuidedDecodingParams(json=schema)` decoded by xgrammar). Each prompt is submitted
+on its own with `LLM.generate_async` so the runtime schedules them in flight, and each
+result is collected from its own future: one bad prompt fails alone.
+
+With one GPU the LLM API would spawn an MPI worker process; inside Dask and Slurm workers
+the teacher runs in the worker itself (`TLLM_WORKER_USE_SINGLE_PROCESS=1`).
+
+`tensorrt_llm` is imported only when a teacher is built; the pure helpers below (sampling
+arguments, output mapping, per-future collection) work without it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import Field
+from taskseed.curation.errors import TaskseedError
+from taskseed.generation.backends.base import BackendConfig, TeacherRequest, TeacherResponse, Usage
+from taskseed.generation.backends.replies import schema_error
+
+log = logging.getLogger(__name__)
+
+MISSING_EXTRA = (
+    "the tensorrt_llm backend needs TensorRT-LLM: use NVIDIA's TensorRT-LLM container, or "
+    "install tensorrt-llm from NVIDIA's package index on Python 3.12 (see the README)"
+)
+SINGLE_PROCESS_ENV = "TLLM_WORKER_USE_SINGLE_PROCESS"
+
+
+def sampling_kwargs(
+    request: TeacherRequest, guided: Callable[..., Any] | None = None
+) -> dict[str, Any]:
+    """Keyword arguments of `SamplingParams` for one request.
+
+    Temperature 0 means greedy decoding, expressed as `top_k=1` (the LLM API wants a
+    positive temperature). `add_special_tokens` is off because the chat template already
+    wrote the special tokens. `guided` is `GuidedDecodingParams`; it is used only when the
+    request has a JSON schema.
+    """
+    s = request.sampling
+    kwargs: dict[str, Any] = {"max_tokens": s.max_tokens, "add_special_tokens": False}
+    if s.temperature <= 0:
+        kwargs["top_k"] = 1
+    else:
+        kwargs["temperature"] = s.temperature
+        kwargs["top_p"] = s.top_p
+    if s.seed is not None:
+        kwargs["seed"] = s.seed
+    if request.json_schema is not None and guided is not None:
+        kwargs["guided_decoding"] = guided(json=request.json_schema)
+    return kwargs
+
+
+def to_response(output: Any, json_schema: dict[str, Any] | None = None) -> TeacherResponse:
+    """A `TeacherResponse` from a `RequestOutput` (`outputs[0]`, `prompt_token_ids`).
+
+    `length` and `stop` pass through as finish reasons; `timeout` and `cancelled` become
+    errors; replies to schema requests must be JSON that follows the schema, as with the
+    HTTP teacher.
+    """
+    completion = output.outputs[0]
+    text = completion.text or ""
+    finish = completion.finish_reason or "stop"
+    usage = Usage(len(output.prompt_token_ids or ()), len(completion.token_ids or ()))
+    if finish not in ("stop", "length"):
+        return TeacherResponse(text=text, finish_reason=finish, usage=usage, error=finish)
+    if finish == "stop" and json_schema is not None:
+        try:
+            value = json.loads(text, strict=False)
+        except ValueError:
+            return TeacherResponse(text, finish, usage, error="invalid_json")
+        if schema_error(value, json_schema) is not None:
+            return TeacherResponse(text, finish, usage, error="schema_mismatch")
+    return TeacherResponse(text=text, finish_reason=finish, usage=usage)
+
+
+def _rejected(exc: BaseException) -> TeacherResponse:
+    line = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return TeacherResponse(finish_reason="error", error=f"rejected: {line[:200]}")
+
+
+def collect(
+    submit: Callable[[str, Any], Any],
+    prompts: list[str | None],
+    params: list[Any],
+    schemas: list[dict[str, Any] | None],
+    errors: list[str | None] | None = None,
+) -> list[TeacherResponse]:
+    """Submit every prompt on its own, then take each result from its own future.
+
+    A request with an error already (its chat template or sampling parameters failed; its
+    prompt is None) is answered with that error. A prompt the runtime refuses at submission
+    (e.g. longer than the model allows) or whose future fails is an error for that request
+    only; the others still run.
+    """
+    errors = errors or [None] * len(prompts)
+    responses: list[TeacherResponse | None] = [None] * len(prompts)
+    futures: dict[int, Any] = {}
+    for i, prompt in enumerate(prompts):
+        if prompt is None or errors[i] is not None:
+            responses[i] = TeacherResponse(finish_reason="error", error=errors[i] or "rejected")
+            continue
+        try:
+            futures[i] = submit(prompt, params[i])
+        except Exception as exc:  # noqa: BLE001 - the runtime's refusal, reported per request
+            responses[i] = _rejected(exc)
+    for i, future in futures.items():
+        try:
+            responses[i] = to_response(future.result(), schemas[i])
+        except Exception as exc:  # noqa: BLE001 - one failed request, not the batch
+            log.warning("request %d failed in TensorRT-LLM: %s", i, exc)
+            responses[i] = _rejected(exc)
+    return [r if r is not None else TeacherResponse(error="missing") for r in responses]
+
+
+class TensorRTLLMConfig(BackendConfig):
+    """TensorRT-LLM's LLM API in this process (`backend: tensorrt_llm`), on GPU nodes.
+
+    `model` is a Hugging Face checkpoint: a hub name or a local directory.
+    """
+
+    backend: Literal["tensorrt_llm"] = "tensorrt_llm"
+    model: str
+    tensor_parallel_size: int = Field(1, ge=1)
+
+    def describe(self) -> str:
+        return f"TensorRT-LLM in process ({self.model})"
+
+    def build(self) -> TensorRTLLMTeacher:
+        return TensorRTLLMTeacher(self.model, tensor_parallel_size=self.tensor_parallel_size)
+
+
+class TensorRTLLMTeacher:
+    """`Teacher` running a model with TensorRT-LLM's `LLM` in this process.
+
+    `model` is a Hugging Face checkpoint (hub name or local directory).
+    Extra keyword arguments go to `LLM(...)` (e.g. `max_batch_size`, `kv_cache_config`).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        tensor_parallel_size: int = 1,
+        guided_decoding_backend: str = "xgrammar",
+        **llm_kwargs: Any,
+    ) -> None:
+        if tensor_parallel_size == 1:
+            # In a Dask or Slurm worker, run the model here rather than in a spawned MPI worker.
+            os.environ.setdefault(SINGLE_PROCESS_ENV, "1")
+        try:
+            from tensorrt_llm import LLM, SamplingParams
+            from tensorrt_llm.llmapi import GuidedDecodingParams
+        except ImportError:
+            raise TaskseedError(MISSING_EXTRA) from None
+        llm = LLM(
+            model=model,
+            tensor_parallel_size=tensor_parallel_size,
+            guided_decoding_backend=guided_decoding_backend,
+            **llm_kwargs,
+        )
+        self._bind(llm, model, SamplingParams, GuidedDecodingParams)
+
+    @classmethod
+    def wrap(
+        cls,
+        llm: Any,
+        model: str,
+        sampling_params: Callable[..., Any],
+        guided_decoding_params: Callable[..., Any] | None,
+    ) -> TensorRTLLMTeacher:
+        """A teacher over an already built `LLM` and the API's parameter classes."""
+        teacher = cls.__new__(cls)
+        teacher._bind(llm, model, sampling_params, guided_decoding_params)
+        return teacher
+
+    def _bind(
+        self,
+        llm: Any,
+        model: str,
+        sampling_params: Callable[..., Any],
+        guided_decoding_params: Callable[..., Any] | None,
+    ) -> None:
+        self.model = model
+        self._llm = llm
+        self._sampling_params = sampling_params
+        self._guided = guided_decoding_params
+        self.requests_sent = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        """The chat prompt as text, rendered with the model's chat template."""
+        return self._llm.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+
+    def _prepare(self, request: TeacherRequest) -> tuple[str | None, Any, str | None]:
+        try:
+            prompt = self.render(request.messages)
+        except Exception as exc:  # noqa: BLE001
+            return None, None, f"rejected: chat template: {str(exc)[:160]}"
+        try:
+            params = self._sampling_params(**sampling_kwargs(request, self._guided))
+        except Exception as exc:  # noqa: BLE001
+            return None, None, f"rejected: sampling params: {str(exc)[:160]}"
+        return prompt, params, None
+
+    def _submit(self, prompt: str, params: Any) -> Any:
+        return self._llm.generate_async(prompt, sampling_params=params)
+
+    def generate(
+        self,
+        requests: list[TeacherRequest],
+        on_response: Callable[[int, TeacherResponse], None] | None = None,
+    ) -> list[TeacherResponse]:
+        """Submit every request, then collect each; `on_response` sees each in order."""
+        if not requests:
+            return []
+        prepared = [self._prepare(r) for r in requests]
+        prompts = [p for p, _, _ in prepared]
+        params = [s for _, s, _ in prepared]
+        errors = [e for _, _, e in prepared]
+        schemas = [r.json_schema for r in requests]
+        responses = collect(self._submit, prompts, params, schemas, errors)
+        self.requests_sent += len(requests)
+        for i, response in enumerate(responses):
+            self.prompt_tokens += response.usage.prompt_tokens
+            self.completion_tokens += response.usage.completion_tokens
+            if on_response is not None:
+                on_response(i, response)
+        return responses
+
+    def close(self) -> None:
+        llm, self._llm = self._llm, None
+        if llm is not None and hasattr(llm, "shutdown"):
+            llm.shutdown()

@@ -1,0 +1,1 @@
+"""Servers: model servers a job starts on its node, and the loopback test server."""

@@ -1,0 +1,1 @@
+"""The stages whose model writes records: `generate` and `enrich`."""

@@ -1,0 +1,1 @@
+"""The `taskseed` command and its subcommands."""

@@ -1,0 +1,2 @@
+"""The pipeline config: its file format, overlays and hash, named models, the `slurm:`
+settings and budgets."""

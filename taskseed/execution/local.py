@@ -1,0 +1,223 @@
+"""The local executor: each stage's pending units on a local Dask cluster."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from taskseed.config.pipeline import ExecutorConfig
+from taskseed.curation.errors import TaskseedError
+from taskseed.execution.engine import Engine, StageRun
+from taskseed.execution.shard import release_all
+from taskseed.rundir.units import tracked
+from taskseed.views.progress import ProgressView
+from taskseed.views.summary import StageReport
+
+Progress = Callable[[str], None]
+
+
+def stderr_progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class UnitFailed:
+    """A one-line error of a unit, sent back as a value (a raised one is logged with its
+    traceback by the worker)."""
+
+    message: str
+
+
+def execute_unit(run: StageRun, unit: int) -> dict[int, dict] | UnitFailed:
+    """One unit of work on a Dask worker."""
+    try:
+        with tracked(run.out, unit):
+            return run.execute(unit)
+    except TaskseedError as err:
+        return UnitFailed(str(err))
+
+
+class LocalExecutor:
+    """A `distributed.LocalCluster` of worker processes; the only code that knows the scale."""
+
+    def __init__(self, cfg: ExecutorConfig, progress: Progress = stderr_progress) -> None:
+        self.cfg = cfg
+        self.progress = progress
+        self.reports: list[StageReport] = []
+        self.view: ProgressView | None = None
+        self._cluster: Any = None
+        self._client: Any = None
+        self._dask_config: Any = None
+        self._deaths: Any = None
+        self._log_dir: Path | None = None
+
+    def __enter__(self) -> LocalExecutor:
+        import dask
+        from distributed import Client, LocalCluster
+
+        from taskseed.curation.io.frames import set_backend
+        from taskseed.execution.worker_crash import DASK_CONFIG, DeathWatch
+
+        set_backend(self.cfg.backend)
+        logging.getLogger("distributed").setLevel(logging.ERROR)
+        self._dask_config = dask.config.set(DASK_CONFIG)
+        self._cluster = self._make_cluster(LocalCluster)
+        self._deaths = DeathWatch()
+        self._deaths.install()
+        self._client = Client(self._cluster)
+        return self
+
+    def _make_cluster(self, local_cluster: Any) -> Any:
+        """dask-cuda's LocalCUDACluster (one worker per GPU) for cuDF, else a LocalCluster."""
+        common = {"dashboard_address": None, "silence_logs": logging.ERROR,
+                  "memory_limit": self.cfg.memory_limit}
+        if self.cfg.backend == "cudf":
+            try:
+                from dask_cuda import LocalCUDACluster
+            except ImportError:
+                raise TaskseedError(
+                    "executor.backend: cudf needs the GPU extra: pip install 'taskseed[gpu]'"
+                ) from None
+            return LocalCUDACluster(threads_per_worker=self.cfg.threads_per_worker, **common)
+        return local_cluster(
+            n_workers=self.cfg.workers,
+            threads_per_worker=self.cfg.threads_per_worker,
+            processes=True,
+            **common,
+        )
+
+    def __exit__(self, *exc: object) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+        if self._deaths is not None:
+            self._deaths.uninstall()
+        if self._dask_config is not None:
+            self._dask_config.__exit__(None, None, None)
+
+    def run(self, engine: Engine) -> list[StageReport]:
+        """Run every stage in order, skipping units that are done; with `accept:`, run the
+        loop's stages again for each round the engine adds."""
+        from taskseed.execution.worker_crash import StderrToLog
+
+        runs = engine.prepare()
+        self._log_dir = engine.run_dir.path / "logs"
+        self._client.register_plugin(StderrToLog(str(self._log_dir)), name=StderrToLog.name)
+        live = None if self.progress is stderr_progress else False
+        self.view = ProgressView(self.progress, len(runs), live)
+        try:
+            return self._run_all(engine, runs)
+        finally:
+            self.view.close()
+
+    def _say(self, line: str) -> None:
+        if self.view is not None:
+            self.view.print(line)
+        else:
+            self.progress(line)
+
+    def _run_all(self, engine: Engine, runs: list[StageRun]) -> list[StageReport]:
+        by_stage: dict[int, StageReport] = {}
+        ran: dict[int, dict[int, dict]] = {}  # shards run in this invocation, per stage
+        i = 0
+        while i < len(runs):
+            started = time.perf_counter()
+            ran.setdefault(i, {}).update(self._run_stage(engine, runs[i]))
+            report = StageReport.collect(runs[i].stage.name, runs[i].out, ran[i],
+                                         time.perf_counter() - started)
+            self._say(report.line())
+            by_stage[i] = report
+            self.reports = [by_stage[k] for k in sorted(by_stage)]
+            if engine.loop is not None and i == engine.loop[1]:
+                short = engine.next_round()
+                assert self.view is not None
+                self.view.set_acceptance(engine.acceptance)
+                if short:
+                    self._say(f"[accept] another round for {len(short)} tasks below "
+                              f"the target: {', '.join(short)}")
+                    runs = engine.prepare()
+                    i = engine.loop[0]
+                    continue
+            i += 1
+        return self.reports
+
+    def _run_stage(self, engine: Engine, run: StageRun) -> dict[int, dict]:
+        """The stage's pending units, then its finalize step; the markers of what ran."""
+        units = run.units()
+        if units:
+            engine.before_work(run)
+        self._say(f"[{run.stage.name}] {run.shards} shards, {len(run.pending())} to run")
+        if self.view is not None:
+            self.view.start_stage(run.stage.name, run.out.path, len(units), run.index)
+        if run.whole_dataset:
+            ran = {}
+            if units:
+                with tracked(run.out, units[0]):
+                    ran = run.execute(units[0])
+        else:
+            ran = self._run_units(engine, run, units)
+        self._client.run(release_all)
+        run.finalize()
+        return ran
+
+    def _run_units(self, engine: Engine, run: StageRun, units: list[int]) -> dict[int, dict]:
+        """Units on the cluster's workers; the budget gate after each one that spent, and
+        the progress display refreshed while they run."""
+        from distributed import wait
+
+        futures = {self._client.submit(execute_unit, run, unit, pure=False): unit
+                   for unit in units}
+        done: dict[int, dict] = {}
+        waiting = set(futures)
+        try:
+            while waiting:
+                try:
+                    finished, waiting = wait(waiting, timeout=1.0,
+                                             return_when="FIRST_COMPLETED")
+                except TimeoutError:
+                    finished = set()
+                for future in finished:
+                    self._collect(engine, run, futures[future], future, done, len(units))
+                if self.view is not None:
+                    self.view.tick()
+        except TaskseedError:
+            self._client.cancel(list(futures))
+            raise
+        return done
+
+    def _collect(self, engine: Engine, run: StageRun, unit: int, future: Any,
+                 done: dict[int, dict], total: int) -> None:
+        from distributed import KilledWorker
+
+        from taskseed.execution.worker_crash import explain
+
+        try:
+            markers = future.result()
+        except KilledWorker as exc:
+            worker = exc.last_worker
+            line, stderr = explain(run.stage.name, unit, getattr(worker, "pid", None),
+                                   self._deaths, self._log_dir or Path("logs"))
+            if stderr:
+                self._say("the worker's last stderr lines:\n" + stderr)
+            raise TaskseedError(line) from None
+        except Exception as exc:  # noqa: BLE001 - reported as one line with the shard
+            raise TaskseedError(
+                f"stage '{run.stage.name}' shard {unit} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        if isinstance(markers, UnitFailed):
+            raise TaskseedError(markers.message)
+        done.update(markers)
+        if self.view is None or not self.view.live:
+            self.progress(f"[{run.stage.name}] shard {unit} done ({len(done)}/{total} this run)")
+        if self.view is not None:
+            for marker in markers.values():
+                self.view.unit_done(marker)
+        for marker in markers.values():
+            engine.add_spend(marker, run.stage)
+        engine.check_budget(run)

@@ -1,0 +1,83 @@
+"""Running shards: the per-process stage cache and the one way a shard is committed."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any
+
+from taskseed.curation.record import Record
+from taskseed.curation.stage import Stage, StageResult
+from taskseed.rundir.layout import StageDir
+
+_READY: dict[str, Stage] = {}
+
+
+def ready(stage: Stage) -> Stage:
+    """The process-wide instance of a stage, set up once (a model loads once per worker)."""
+    key = f"{type(stage).__name__}:{stage.fingerprint()}"
+    if key not in _READY:
+        stage.setup()
+        _READY[key] = stage
+    return _READY[key]
+
+
+def release_all() -> None:
+    """Tear down every stage set up in this process (closes models and HTTP sessions).
+
+    Runs in a thread of its own: callers such as a Dask worker's event loop must not
+    host the teardown of a backend that drives its own event loop.
+    """
+
+    def teardown() -> None:
+        while _READY:
+            _, stage = _READY.popitem()
+            stage.teardown()
+
+    thread = threading.Thread(target=teardown, name="taskseed-teardown")
+    thread.start()
+    thread.join()
+
+
+def commit(
+    out: StageDir, shard: int, result: StageResult, kind: type, inputs: int, seconds: float
+) -> dict[str, Any]:
+    """Write one shard's items, rejects and done marker; returns the marker."""
+    reasons = Counter(r.reason for r in result.rejects)
+    marker = {
+        "inputs": inputs,
+        "outputs": len(result.items),
+        "rejects": dict(sorted(reasons.items())),
+        "counters": dict(sorted(result.counters.items())),
+        "seconds": round(seconds, 3),
+    }
+    if result.failures:  # requests a model could not answer usably, for failures.jsonl
+        marker["failures"] = [f.to_dict() for f in result.failures]
+    out.write_shard(shard, result.items, kind, result.rejects, marker)
+    return marker
+
+
+def marked_result(stage_name: str, part: Any) -> tuple[StageResult, int]:
+    """A frame stage's marked partition as kept records and rejects, and its row count."""
+    import pandas as pd
+
+    from taskseed.curation.io.arrow import from_table
+    from taskseed.curation.io.frames import to_arrow_records
+
+    records = from_table(to_arrow_records(part.drop(columns=["_reason", "_detail"])), Record)
+    result = StageResult()
+    for record, reason, detail in zip(
+        records, _column(part, "_reason"), _column(part, "_detail"), strict=True
+    ):
+        if reason is None or reason != reason or reason is pd.NA:  # null: kept
+            result.items.append(record)
+        else:
+            result.drop(stage_name, record, str(reason), str(detail or ""))
+    return result, len(records)
+
+
+def _column(part: Any, name: str) -> list:
+    column = part[name]
+    if hasattr(column, "to_pandas"):  # cuDF
+        column = column.to_pandas()
+    return column.tolist()

@@ -1,0 +1,1 @@
+"""Slurm: array-task execution, the job graph and the sbatch scripts."""

@@ -1,0 +1,2 @@
+"""The run directory: stage folders, shard files and markers, unit states, and seed
+records by id."""

@@ -1,0 +1,1 @@
+"""The dataset card beside a run's final data."""
