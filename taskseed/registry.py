@@ -1,50 +1,38 @@
-"""The stages a pipeline config can name: the built-in ones, and those plugins register.
+"""The stages a pipeline config can name: those in the stage folders, and those plugins
+register.
 
-Adding a stage is one module (a `Stage` subclass with a `name` and a `params_model`) and
-one line: its class in `BUILTIN` below, or `register_stage(MyStage)` in a plugin module
-that a pipeline config lists under `plugins:`.
+Every `Stage` subclass with its own `name` defined in a module of a stage folder
+(`STAGE_FOLDERS`) is a built-in stage, so adding a stage is adding its module there. Code
+outside the repository calls `register_stage(MyStage)` in a module that a pipeline config
+lists under `plugins:`.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
-from taskseed.curation.decontam.semantic import SemanticDecontamStage
-from taskseed.curation.decontam.stage import DecontaminateStage
-from taskseed.curation.dedup.exact import ExactDedupStage
-from taskseed.curation.dedup.fuzzy import FuzzyDedupStage
+from taskseed.curation.catalog import members
 from taskseed.curation.errors import TaskseedError
-from taskseed.curation.mix.export import ExportStage
-from taskseed.curation.mix.stage import MixStage
-from taskseed.curation.seeds.stage import NormalizeStage, SeedStage
 from taskseed.curation.stage import Stage
-from taskseed.generation.stages.enrich import EnrichStage
-from taskseed.generation.stages.generate import GenerateStage
-from taskseed.judges.filters.heuristics import HeuristicsStage
-from taskseed.judges.filters.llm_judge import LLMJudgeStage
-from taskseed.judges.filters.reward import RewardStage
-from taskseed.judges.filters.self_consistency import SelfConsistencyStage
-from taskseed.judges.filters.validity import ValidityStage
-from taskseed.judges.filters.verify import VerifyStage
 
-BUILTIN: tuple[type[Stage], ...] = (
-    SeedStage,
-    NormalizeStage,
-    GenerateStage,
-    ValidityStage,
-    HeuristicsStage,
-    DecontaminateStage,
-    SemanticDecontamStage,
-    VerifyStage,
-    SelfConsistencyStage,
-    LLMJudgeStage,
-    RewardStage,
-    EnrichStage,
-    ExactDedupStage,
-    FuzzyDedupStage,
-    ExportStage,
-    MixStage,
+# The folders that hold stages, one concern each.
+STAGE_FOLDERS = (
+    "taskseed.curation.seeds",
+    "taskseed.curation.decontam",
+    "taskseed.curation.dedup",
+    "taskseed.curation.mix",
+    "taskseed.generation.stages",
+    "taskseed.judges.filters",
 )
+
+
+def _is_stage(value: Any) -> bool:
+    return isinstance(value, type) and issubclass(value, Stage) and "name" in vars(value)
+
+
+BUILTIN: tuple[type[Stage], ...] = tuple(
+    cls for folder in STAGE_FOLDERS for cls in members(folder, _is_stage))
 
 _REGISTRY: dict[str, type[Stage]] = {cls.name: cls for cls in BUILTIN}
 

@@ -71,3 +71,61 @@ def test_request_cap_stops_the_run_and_a_rerun_resumes(tmp_path):
         assert server.count == 40  # finished shards and cached replies were not sent again
     generate = summary["stages"][-1]
     assert generate["outputs"] + sum(generate["rejects"].values()) == 40
+
+
+REWARD_PIPE = """name: reward-plan
+run_dir: {run}
+seeds_root: .
+tasks: [qa.yaml]
+executor: {{workers: 1}}
+teacher: {{backend: openai, base_url: {url}, model: fake, max_retries: 1}}
+models:
+  reward: {{backend: nim_reward, base_url: {url}, model: fake-reward, max_retries: 1}}
+budget:
+  usd_per_1m_prompt_tokens: 2.0
+  usd_per_1m_completion_tokens: 8.0
+  models: {{reward: {{usd_per_1m_prompt_tokens: 20.0, usd_per_1m_completion_tokens: 0.0}}}}
+stages:
+{stages}
+"""
+
+
+def reward_workspace(tmp_path: Path, url: str, stages: list[str]) -> Path:
+    rows = [{"q": f"What is item number {i} called?", "a": f"item {i}"} for i in range(40)]
+    write_task(tmp_path, "qa", "free_form", rows, "{question: q, answer: a}")
+    config = tmp_path / "pipe.yaml"
+    config.write_text(REWARD_PIPE.format(run=tmp_path / "run", url=url,
+                                         stages="\n".join(f"  - {s}" for s in stages)))
+    return config
+
+
+def test_plan_counts_the_reward_model_after_generate(tmp_path):
+    stages = ["{name: seeds, rows_per_shard: 10}", "{name: normalize}",
+              "{name: generate, exemplars: 2, samples_per_group: 2, max_attempts: 1}",
+              "{name: reward, min_score: -100}"]
+    with FakeOpenAIServer() as server:
+        plans, loaded = plan_run(reward_workspace(tmp_path, server.base_url, stages))
+        assert server.count == 0
+    generate, reward = plans
+    assert (reward.name, reward.model) == ("reward", "reward")
+    assert reward.requests == generate.requests == 40  # one score per record generated
+    assert reward.max_requests == 40 * 3 and reward.prompt_tokens > 0
+    text = format_plan(plans, loaded)
+    assert text.splitlines()[2].startswith("generate") and "reward" in text.splitlines()[4]
+    assert "total: 80 requests" in text
+    cost = loaded.config.budget.cost(reward.prompt_tokens * 3, reward.max_completion_tokens,
+                                     "reward")
+    assert f"{cost:.2f}" in text.splitlines()[4]  # at the reward model's own prices
+
+
+def test_plan_of_a_reward_model_first_counts_records_and_sends_nothing(tmp_path):
+    stages = ["{name: seeds, rows_per_shard: 10}", "{name: normalize}",
+              "{name: reward, min_score: -100}"]
+    with FakeOpenAIServer() as server:
+        config = reward_workspace(tmp_path, server.base_url, stages)
+        (plan,), _ = plan_run(config)
+        assert server.count == 0
+        assert plan.requests == 40
+        summary = run_pipeline(config, progress=quiet)
+        assert server.count == plan.requests
+    assert summary["stages"][-1]["counters"]["planned"] == 40

@@ -17,11 +17,11 @@ from pydantic import TypeAdapter, ValidationError
 from taskseed.curation.errors import TaskseedError
 from taskseed.curation.record import Format, Record, Source
 from taskseed.curation.stage import BuildContext, StageResult
+from taskseed.generation.backends.catalog import RewardConfig
 from taskseed.generation.backends.openai import OpenAIConfig
 from taskseed.generation.backends.reward import (
     MISSING_TRTLLM,
     NIMRewardConfig,
-    RewardConfig,
     TensorRTLLMRewardConfig,
     TensorRTLLMRewardModel,
     VLLMRewardConfig,

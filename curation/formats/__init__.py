@@ -1,35 +1,19 @@
-"""Answer formats: one module per format, registered in `DEFINITIONS` below.
+"""Answer formats: one module per format in this folder, each an `AnswerFormat` named `FORMAT`.
 
-Adding a format is one module here (an `AnswerFormat` named `FORMAT`), its line in
-`DEFINITIONS`, and its prompt template `taskseed/generation/prompts/<name>.j2`.
+The modules list themselves: adding a format is adding its module here and its prompt
+template `generation/prompts/<name>.j2`.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-from taskseed.curation.formats import (
-    code,
-    completion,
-    extractive,
-    free_form,
-    math,
-    multiple_choice,
-    yes_no,
-)
+from taskseed.curation.catalog import modules
 from taskseed.curation.formats.base import AnswerFormat
 
 DEFINITIONS: dict[str, AnswerFormat] = {
-    f.name: f
-    for f in (
-        multiple_choice.FORMAT,
-        yes_no.FORMAT,
-        extractive.FORMAT,
-        free_form.FORMAT,
-        math.FORMAT,
-        code.FORMAT,
-        completion.FORMAT,
-    )
+    m.FORMAT.name: m.FORMAT for m in modules(__name__) if isinstance(
+        getattr(m, "FORMAT", None), AnswerFormat)
 }
 
 # The answer form of a task: one member per registered format (`Format.MULTIPLE_CHOICE`).

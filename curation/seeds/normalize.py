@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 from taskseed.curation.errors import RowError
 from taskseed.curation.formats import answer_format
-from taskseed.curation.formats.base import Fields, check_distinct_choices
+from taskseed.curation.formats.base import LETTERS, Fields, check_distinct_choices
 from taskseed.curation.record import Format, RawRow, Record
 from taskseed.curation.seeds.taskspec import (
     AdaptersMapping,
@@ -28,7 +28,6 @@ from taskseed.curation.seeds.taskspec import (
 )
 
 _PATH_PART = re.compile(r"([^.\[\]]+)|\[(\*|\d+)\]")
-_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 def get_path(row: Any, path: str) -> Any:
@@ -96,14 +95,14 @@ def parse_lettered(options: str, field: str = "choices") -> list[str]:
     if len(parts) < 5 or parts[0].strip():
         raise RowError("unparsable", field, "no lettered options found")
     letters, values = parts[1::2], parts[2::2]
-    if [c.upper() for c in letters] != list(_LETTERS[: len(letters)]):
+    if [c.upper() for c in letters] != list(LETTERS[: len(letters)]):
         raise RowError("unparsable", field, "option letters are not A, B, C, ... in order")
     return [_strip_label(v.strip(), n, repeat=True) for n, v in enumerate(values)]
 
 
 def _strip_label(text: str, index: int, repeat: bool = False) -> str:
     """Drop a leading `A.`, `(A)`, `A )` for the index-th option (several times if repeat)."""
-    letter = _LETTERS[index] if index < len(_LETTERS) else ""
+    letter = LETTERS[index] if index < len(LETTERS) else ""
     pattern = re.compile(rf"^\(?[{letter}{letter.lower()}](?:\s*[.．:)?]\s*|\s+)")
     out = pattern.sub("", text, count=1)
     while repeat and out != text:
@@ -128,10 +127,10 @@ def parse_llm_adapters(row: dict[str, Any]) -> dict[str, Any]:
         question, _, options = instruction.rpartition(_ADAPTER_LETTERED)
         choices = parse_lettered(options, "instruction")
         key = answer.strip().upper()
-        if len(key) != 1 or key not in _LETTERS:
+        if len(key) != 1 or key not in LETTERS:
             raise RowError("bad_label", "answer", f"cannot read an option letter from {answer!r}")
         return {"question": _text(question, "instruction"), "choices": choices,
-                "answer_index": _LETTERS.index(key), "answer": answer}
+                "answer_index": LETTERS.index(key), "answer": answer}
     body = _ADAPTER_FORMAT.sub("", instruction.rstrip())
     parts = _ADAPTER_OPTION.split(body)
     question = _ADAPTER_PROMPT.sub("", parts[0], count=1).strip()
@@ -226,11 +225,11 @@ def _jinja_fields(row: dict[str, Any], mapping: JinjaMapping) -> Fields:
         value = value[0]
     label = None
     if choices and (isinstance(value, int) or (isinstance(value, str) and value.isdigit())):
-        answer, label = _resolve_choice(choices, list(_LETTERS[: len(choices)]), value, 0)
+        answer, label = _resolve_choice(choices, list(LETTERS[: len(choices)]), value, 0)
     else:
         answer = _text(value, "target_template")
         if answer in choices:
-            label = _LETTERS[choices.index(answer)]
+            label = LETTERS[choices.index(answer)]
     context = _text(_opt(row, mapping.context), "context", required=False)
     return Fields(question=question, answer=answer, context=context, choices=choices,
                   answer_label=label)
@@ -304,7 +303,7 @@ def _path_fields(row: Any, mapping: FieldsMapping, fmt: Format) -> Fields:
         labels = (
             [_text(x, "choice_labels") for x in get_path(row, mapping.choice_labels)]
             if mapping.choice_labels
-            else list(_LETTERS[: len(choices)])
+            else list(LETTERS[: len(choices)])
         )
         if len(labels) != len(choices):
             raise RowError("wrong_type", "choice_labels", "labels and choices differ in count")
@@ -322,7 +321,7 @@ def _path_fields(row: Any, mapping: FieldsMapping, fmt: Format) -> Fields:
             reasoning = reasoning or worked.strip() or None
             answer = _text(final, mapping.answer or "answer")
         if answer in choices:
-            label = _LETTERS[choices.index(answer)]
+            label = LETTERS[choices.index(answer)]
     tests = _opt(row, mapping.tests) or []
     if not isinstance(tests, list) or not all(isinstance(t, str) for t in tests):
         raise RowError("wrong_type", "tests", "expected a list of test strings")
@@ -342,7 +341,7 @@ def _adapter_fields(row: dict[str, Any]) -> Fields:
     if not 0 <= parsed["answer_index"] < len(choices):
         raise RowError("label_out_of_range", "answer",
                        f"{parsed['answer']!r} names no option (there are {len(choices)})")
-    labels = list(_LETTERS[: len(choices)])
+    labels = list(LETTERS[: len(choices)])
     answer, label = _resolve_choice(choices, labels, parsed["answer_index"], 0)
     return Fields(question=parsed["question"], answer=answer, choices=choices,
                       answer_label=label)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, ClassVar, Protocol
 
 import xxhash
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -94,6 +94,11 @@ class BackendConfig(BaseModel):
     """Base of each teacher backend's config (one class per backend module)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    # What the backend does: "chat" (teacher, judge) or "score" (a reward model); and whether
+    # it runs the model in the stage's own process on the job's GPUs (Slurm sizes those jobs).
+    capability: ClassVar[str] = "chat"
+    in_process_gpu: ClassVar[bool] = False
 
     backend: str
     cache_dir: Annotated[str | None, TRANSPORT] = None  # the request cache (run directory)

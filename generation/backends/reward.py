@@ -35,13 +35,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, ClassVar, Literal, Protocol
 
 import orjson
 import xxhash
-from pydantic import Field, Tag
+from pydantic import Field
 from taskseed.curation.errors import TaskseedError
-from taskseed.curation.io.yamlconf import tag_discriminator
 from taskseed.curation.record import Sampling
 from taskseed.generation.backends.base import (
     TRANSPORT,
@@ -232,6 +231,8 @@ class RewardModel:
 class RewardBackendConfig(BackendConfig):
     """Base of the reward backends' configs."""
 
+    capability: ClassVar[str] = "score"
+
     def attributes(self) -> list[str] | None:
         """The attributes every reply has, when the config fixes them (None: the server's)."""
         return None
@@ -374,6 +375,8 @@ class TensorRTLLMRewardConfig(RewardBackendConfig):
     context logit at `logit_index` (see the module docstring).
     """
 
+    in_process_gpu: ClassVar[bool] = True
+
     backend: Literal["tensorrt_llm_reward"] = "tensorrt_llm_reward"
     model: str
     tensor_parallel_size: int = Field(1, ge=1)
@@ -474,13 +477,3 @@ def _refused(exc: BaseException) -> TeacherResponse:
     return TeacherResponse(finish_reason="error", error="rejected", detail=line[:200])
 
 
-RewardConfig = Annotated[
-    Annotated[NIMRewardConfig, Tag("nim_reward")]
-    | Annotated[VLLMRewardConfig, Tag("vllm_reward")]
-    | Annotated[TensorRTLLMRewardConfig, Tag("tensorrt_llm_reward")],
-    tag_discriminator("backend", "nim_reward", ["nim_reward", "vllm_reward",
-                                                "tensorrt_llm_reward"]),
-]
-"""Which reward model scores records: one config class per backend, chosen by `backend`."""
-
-REWARD_BACKENDS = ("nim_reward", "vllm_reward", "tensorrt_llm_reward")

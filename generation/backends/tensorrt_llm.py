@@ -21,7 +21,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 from taskseed.curation.errors import TaskseedError
@@ -128,6 +128,8 @@ class TensorRTLLMConfig(BackendConfig):
 
     `model` is a Hugging Face checkpoint: a hub name or a local directory.
     """
+
+    in_process_gpu: ClassVar[bool] = True
 
     backend: Literal["tensorrt_llm"] = "tensorrt_llm"
     model: str

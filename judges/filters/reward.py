@@ -18,6 +18,7 @@ from typing import Any, Literal
 import xxhash
 from pydantic import Field
 from taskseed.curation.errors import TaskseedError
+from taskseed.curation.formats.base import LETTERS
 from taskseed.curation.record import Record
 from taskseed.curation.stage import (
     KEEP,
@@ -29,8 +30,8 @@ from taskseed.curation.stage import (
     drop,
 )
 from taskseed.curation.verdict import ungraded
+from taskseed.generation.backends.catalog import REWARD_BACKENDS
 from taskseed.generation.backends.reward import (
-    REWARD_BACKENDS,
     RewardBackendConfig,
     RewardReply,
     RewardScorer,
@@ -45,7 +46,6 @@ from taskseed.generation.model_stage import (
 # Nemotron-4-340B-Reward's single-score weights (model card).
 NEMOTRON_WEIGHTS = {"helpfulness": 0.3, "correctness": 0.74, "coherence": 0.46,
                     "complexity": 0.47, "verbosity": -0.33}
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 PREFIX = "reward."
 LOW, UNSCORED = "low_reward", "reward_unscored"
 

@@ -247,7 +247,7 @@ def _task_files(patterns: list[str], base: Path, where: str) -> list[Path]:
 
 
 def load_config(
-    path: Path,
+    path: Path | str,
     overlays: list[Path] | None = None,
     run_dir: Path | None = None,
     sets: list[str] | None = None,
@@ -258,7 +258,8 @@ def load_config(
     Paths in the config (`tasks`, `seeds_root`) are relative to the config file's folder,
     also where an overlay or `--set` gives them.
     """
-    layers = [(str(p), read_yaml(p)) for p in [path, *(overlays or [])]]
+    path = Path(path)
+    layers = [(str(p), read_yaml(Path(p))) for p in [path, *(overlays or [])]]
     data = layers[0][1]
     for where, layer in layers[1:]:
         data = merge_config(data, layer, where)

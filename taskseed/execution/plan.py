@@ -1,4 +1,5 @@
-"""`taskseed plan`: planned teacher requests, token and cost estimates, before a run."""
+"""`taskseed plan`: planned model requests per stage (teacher, judges, reward model), token
+and cost estimates, before a run."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from taskseed.config.pipeline import LoadedConfig, load_config
+from taskseed.curation.record import Record
+from taskseed.curation.stage import Stage
 from taskseed.execution.engine import Engine
 from taskseed.execution.pipeline import build_stages
 from taskseed.generation.model_stage import TeacherStage
 
 CHARS_PER_TOKEN = 4.0
 ANSWER_PROMPT_TOKENS = 150  # instructions around one example in a per-record prompt
+SCORE_COMPLETION_TOKENS = 32  # a reward model's reply: a few `name:score` pairs
 
 
 @dataclass
@@ -20,6 +24,7 @@ class StagePlan:
     """Planned requests of one teacher stage, with token estimates."""
 
     name: str
+    model: str = "teacher"
     requests: int = 0
     max_requests: int = 0
     prompt_tokens: float = 0.0
@@ -31,14 +36,31 @@ def _tokens(messages: list[dict[str, str]]) -> float:
     return sum(len(m["content"]) for m in messages) / CHARS_PER_TOKEN
 
 
+def _record_tokens(record: Record) -> float:
+    """A record's text as a scoring model reads it (context, question, options, answer)."""
+    parts = [record.context or "", record.question, *record.choices, record.reasoning or "",
+             record.answer]
+    return sum(len(p) for p in parts) / CHARS_PER_TOKEN
+
+
+def _add_scoring(plan: StagePlan, stage: Stage, records: int, tokens: float) -> None:
+    """A stage that scores each record once (a reward model): `records` requests."""
+    attempts = int(getattr(stage.params, "max_attempts", 1))
+    plan.requests += records
+    plan.max_requests += records * attempts
+    plan.prompt_tokens += tokens
+    plan.max_completion_tokens += records * attempts * SCORE_COMPLETION_TOKENS
+
+
 def plan_run(
     config: Path, overlays: list[Path] | None = None, sets: list[str] | None = None
 ) -> tuple[list[StagePlan], LoadedConfig]:
-    """Run the stages before the first teacher stage in memory, then plan its requests.
+    """Run the stages before the first model stage in memory, then plan its requests.
 
-    The first teacher stage's requests are exact (the same shards and asks as a run). A
+    The first model stage's requests are exact (the same shards and asks as a run). A
     later teacher stage is bounded by one request per record it can receive, each about as
-    long as one example of the first stage's prompts plus its instructions.
+    long as one example of the first stage's prompts plus its instructions; a reward model
+    by one request per record.
     """
     loaded = load_config(config, overlays, sets=sets)
     runs = Engine.at(build_stages(loaded), loaded.run_dir).prepare(write=False)
@@ -50,10 +72,17 @@ def plan_run(
         items = runs[0].preview(None, shard).items
         for position, run in enumerate(runs[1:], start=1):
             stage = run.stage
+            if stage.calls_models and not isinstance(stage, TeacherStage):
+                first = position
+                tokens = sum(_record_tokens(r) for r in items)
+                _add_scoring(_plan_of(plans, stage), stage, len(items), tokens)
+                per_record_tokens = max([per_record_tokens, *(_record_tokens(r) for r in items)])
+                downstream += len(items)
+                break
             if isinstance(stage, TeacherStage):
                 first = position
                 asks = stage.plan_requests(items, shard)
-                plan = _plan_of(plans, stage.name)
+                plan = _plan_of(plans, stage)
                 attempts = stage.params.max_attempts
                 plan.requests += len(asks)
                 plan.max_requests += len(asks) * attempts
@@ -71,18 +100,21 @@ def plan_run(
             items = result.items
     for run in runs[(first or len(runs)) + 1:]:
         if isinstance(run.stage, TeacherStage):
-            plan = _plan_of(plans, run.stage.name)
+            plan = _plan_of(plans, run.stage)
             plan.requests = plan.max_requests = downstream
             plan.prompt_tokens = downstream * (per_record_tokens + ANSWER_PROMPT_TOKENS)
             plan.max_completion_tokens = downstream * run.stage.params.max_tokens
+        elif run.stage.calls_models:
+            _add_scoring(_plan_of(plans, run.stage), run.stage, downstream,
+                         downstream * per_record_tokens)
     return plans, loaded
 
 
-def _plan_of(plans: list[StagePlan], name: str) -> StagePlan:
+def _plan_of(plans: list[StagePlan], stage: Stage) -> StagePlan:
     for plan in plans:
-        if plan.name == name:
+        if plan.name == stage.name:
             return plan
-    plans.append(StagePlan(name))
+    plans.append(StagePlan(stage.name, str(getattr(stage.params, "model", "teacher"))))
     return plans[-1]
 
 
@@ -99,7 +131,7 @@ def format_plan(plans: list[StagePlan], loaded: LoadedConfig) -> str:
     total_cost = 0.0
     for p in plans:
         cost = budget.cost(p.prompt_tokens * p.max_requests / max(1, p.requests),
-                           p.max_completion_tokens)
+                           p.max_completion_tokens, p.model)
         total_requests += p.requests
         total_tokens += p.prompt_tokens + p.max_completion_tokens
         total_cost += cost

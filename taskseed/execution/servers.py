@@ -21,7 +21,6 @@ from taskseed.generation.servers.managed import (
 )
 
 TEACHER = "teacher"
-IN_PROCESS_GPU_BACKENDS = ("tensorrt_llm", "tensorrt_llm_reward")
 
 
 def model_config(loaded: LoadedConfig, name: str) -> Any:
@@ -37,7 +36,7 @@ def spanning_launch(cfg: Any, gpus_per_node: int | None) -> TPLaunch | None:
     server = getattr(cfg, "server", None)
     if isinstance(server, ServerConfig):
         tp = server.gpus() if server.launch == "trtllm-serve" else 0
-    elif getattr(cfg, "backend", None) in IN_PROCESS_GPU_BACKENDS:
+    elif getattr(cfg, "in_process_gpu", False):
         tp = int(cfg.tensor_parallel_size)
     else:
         return None
@@ -57,7 +56,7 @@ def model_gpus(cfg: Any, gpus_per_node: int | None = None) -> int:
     server = getattr(cfg, "server", None)
     if isinstance(server, ServerConfig):
         return server.gpus()
-    if getattr(cfg, "backend", None) in IN_PROCESS_GPU_BACKENDS:
+    if getattr(cfg, "in_process_gpu", False):
         return int(cfg.tensor_parallel_size)
     return 0
 
