@@ -173,3 +173,17 @@ def test_one_new_module_each_adds_a_format_a_stage_and_a_backend(tmp_path: Path)
     assert {r["format"] for r in exported} == {"riddle"}
     assert {r["lineage"]["teacher_model"] for r in exported} == {"canned"}
     assert all("a shadow" in r["text"] and "letter m" not in r["text"] for r in exported)
+
+
+def test_formats_state_the_traits_the_filters_and_the_mix_read() -> None:
+    traits = {name: (f.answer_kind, f.vote, f.verifier, f.implied_options, f.continues_text)
+              for name, f in DEFINITIONS.items()}
+    assert traits == {
+        "multiple_choice": ("text", "choices", None, (), False),
+        "completion": ("text", "choices", None, (), True),
+        "yes_no": ("value", "yes_no", None, ("yes", "no"), False),
+        "extractive": ("text", "short", "extractive", (), False),
+        "free_form": ("text", "short", None, (), False),
+        "math": ("value", "number", "math", (), False),
+        "code": ("code", "", "code", (), False),
+    }

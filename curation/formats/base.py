@@ -106,6 +106,17 @@ class AnswerFormat:
     mix: ClassVar[str] = "generative"  # the pretraining dataset its records go into
     needs_choices: ClassVar[bool] = False
     needs_context: ClassVar[bool] = False
+    # Traits the filters, the mix and the card read instead of the format's name:
+    answer_kind: ClassVar[str] = "text"  # "text" (prose), "value" (a number, yes/no), "code"
+    vote: ClassVar[str] = "short"  # self-consistency: choices, yes_no, number, short or ""
+    verifier: ClassVar[str | None] = None  # what `verify` checks: math, code or extractive
+    implied_options: ClassVar[tuple[str, ...]] = ()  # options answered among, never listed
+    continues_text: ClassVar[bool] = False  # the answer continues the question's text
+    hub_tasks: ClassVar[tuple[str, ...]] = ("question-answering",)  # the hub's categories
+
+    @property
+    def is_code(self) -> bool:
+        return self.answer_kind == "code"
 
     @property
     def template(self) -> str:

@@ -14,6 +14,10 @@ if TYPE_CHECKING:
 
 class Code(AnswerFormat):
     name = "code"
+    answer_kind = "code"
+    vote = ""
+    verifier = "code"
+    hub_tasks = ()
 
     def check_seed(self, fields: Fields) -> None:
         super().check_seed(fields)

@@ -7,6 +7,9 @@ from taskseed.curation.formats.base import AnswerFormat
 
 class Completion(AnswerFormat):
     name = "completion"
+    vote = "choices"
+    continues_text = True
+    hub_tasks = ()
     needs_choices = True
 
 

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 class Extractive(AnswerFormat):
     name = "extractive"
+    verifier = "extractive"
     needs_context = True
 
     def check_seed(self, fields: Fields) -> None:

@@ -21,6 +21,9 @@ _HAS_NUMBER = re.compile(
 
 class Math(AnswerFormat):
     name = "math"
+    answer_kind = "value"
+    vote = "number"
+    verifier = "math"
 
     def check_answer(self, record: Record) -> Verdict:
         if not _NUMBER.match(record.answer.strip().rstrip(".")):

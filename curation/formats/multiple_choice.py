@@ -8,6 +8,8 @@ from taskseed.curation.formats.base import AnswerFormat
 class MultipleChoice(AnswerFormat):
     name = "multiple_choice"
     mix = "multiple_choice"
+    vote = "choices"
+    hub_tasks = ("multiple-choice", "question-answering")
     needs_choices = True
 
 

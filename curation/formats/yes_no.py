@@ -23,6 +23,9 @@ _NO = {"false", "no", "0"}
 
 class YesNo(AnswerFormat):
     name = "yes_no"
+    answer_kind = "value"
+    vote = "yes_no"
+    implied_options = ("yes", "no")
 
     def seed_answer(self, value: Any) -> Any:
         if isinstance(value, bool):

@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from taskseed.curation.formats.base import LETTERS
+from taskseed.curation.formats import answer_format
+from taskseed.curation.formats.base import LETTERS, AnswerFormat
 
 _CALC = re.compile(r"<<[^<>\n]*>>")
 _BLANK = re.compile(r"(?<!\w)_+(?!\w)")
@@ -67,7 +68,7 @@ class Example:
         """An example from a record row (a dict of record columns)."""
         fmt = str(row["format"])
         question = _text(row["question"])
-        if fmt != "code" and question[:1].islower():
+        if not answer_format(fmt).is_code and question[:1].islower():
             question = question[0].upper() + question[1:]
         return cls(
             format=fmt,
@@ -81,13 +82,17 @@ class Example:
         )
 
     @property
+    def kind(self) -> AnswerFormat:
+        return answer_format(self.format)
+
+    @property
     def is_code(self) -> bool:
-        return self.format == "code"
+        return self.kind.is_code
 
     @property
     def is_stem(self) -> bool:
         """A text its answer continues (HellaSwag contexts, "Plants need ...")."""
-        if self.format == "completion":
+        if self.kind.continues_text:
             return True
         return bool(self.choices) and "_" not in self.question and not _FINISHED.search(
             self.question)
@@ -99,8 +104,8 @@ class Example:
 
 
 def answer_text(ex: Example) -> str:
-    """The answer as words: "Yes"/"No" for yes/no, else the answer itself."""
-    if ex.format == "yes_no":
+    """The answer as words: an implied option capitalized ("Yes"/"No"), else the answer."""
+    if ex.kind.implied_options:
         return ex.answer.capitalize()
     return ex.answer
 
@@ -144,9 +149,9 @@ def plain(ex: Example) -> str:
 
 def options(ex: Example) -> str:
     """`Q:`/`A:` with the options as a list and the chosen option's text."""
-    choices = ex.choices or (("yes", "no") if ex.format == "yes_no" else ())
+    choices = ex.choices or ex.kind.implied_options
     listed = ["Options:", *(f"- {c}" for c in choices)] if choices else []
-    if ex.format == "completion":
+    if ex.kind.continues_text:
         question = f"Q: Which ending best continues the text?\n{ex.question} ..."
     else:
         question = f"Q: {ex.question}"

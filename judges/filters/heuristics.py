@@ -120,7 +120,7 @@ def refusal(record: Record, params: HeuristicParams) -> Verdict:
 
 
 def placeholder(record: Record, params: HeuristicParams) -> Verdict:
-    code = record.format == "code"
+    code = answer_format(record.format).is_code
     for name, text in _texts(record):
         if code and name in ("answer", "reasoning"):
             continue
@@ -221,7 +221,7 @@ def truncated(record: Record, params: HeuristicParams,
     open_options = framing.open_options >= params.min_option_share
     for name in names:
         text = (getattr(record, name) or "").strip()
-        if (record.format != "code" or name != "answer") and _dangles(text):
+        if (not answer_format(record.format).is_code or name != "answer") and _dangles(text):
             return drop("truncated_text", f"{name} ends with '{text.split()[-1]}'")
     for i, option in enumerate(record.choices):
         if _dangles(option.strip(), CUT_OFF if open_options else DANGLING):
@@ -234,7 +234,7 @@ def question_form(record: Record, params: HeuristicParams) -> Verdict:
 
 
 def label_only(record: Record, params: HeuristicParams) -> Verdict:
-    if record.format in ("math", "code", "yes_no"):
+    if answer_format(record.format).answer_kind != "text":
         return KEEP
     if LABEL_ONLY.match(record.answer):
         return drop("label_only_answer", f"'{record.answer}'")
@@ -247,7 +247,7 @@ def repeats_question(record: Record, params: HeuristicParams) -> Verdict:
     question, answer = normalize_text(record.question), normalize_text(record.answer)
     if answer and answer == question:
         return drop("answer_repeats_question", "the answer is the question")
-    if record.choices or record.format in ("math", "yes_no"):
+    if record.choices or answer_format(record.format).answer_kind == "value":
         return KEEP
     grams = word_ngrams(answer, 3)
     if len(grams) >= 3:
@@ -259,7 +259,7 @@ def repeats_question(record: Record, params: HeuristicParams) -> Verdict:
 
 def repetitive(record: Record, params: HeuristicParams) -> Verdict:
     for name, text in _texts(record):
-        if name == "context" or (record.format == "code" and name == "answer"):
+        if name == "context" or (answer_format(record.format).is_code and name == "answer"):
             continue
         words = normalize_text(text).split()
         if len(words) < 12:
@@ -279,7 +279,7 @@ def length(record: Record, params: HeuristicParams) -> Verdict:
     if words > params.max_question_words:
         return drop("question_too_long", f"{words} words")
     answer_words = len(record.answer.split())
-    if record.format != "code" and answer_words > params.max_answer_words:
+    if not answer_format(record.format).is_code and answer_words > params.max_answer_words:
         return drop("answer_too_long", f"{answer_words} words")
     return KEEP
 
@@ -297,7 +297,7 @@ def language(record: Record, params: HeuristicParams) -> Verdict:
     if not params.languages:
         return KEEP
     text = " ".join(filter(None, [record.context, record.question]))
-    if len(text.split()) < params.min_language_words or record.format == "code":
+    if len(text.split()) < params.min_language_words or answer_format(record.format).is_code:
         return KEEP
     ranking = _identifier()(text)
     allowed = sum(p for lang, p in ranking if lang in params.languages)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import xxhash
 from pydantic import Field
 from taskseed.curation.errors import RowError
+from taskseed.curation.formats import answer_format
 from taskseed.curation.formats.base import LETTERS, letter_index, letter_schema, text_schema
 from taskseed.curation.formats.math import NUMBER_SCHEMA
 from taskseed.curation.record import Record, Sampling
@@ -52,14 +53,10 @@ def mode_of(record: Record, max_short_words: int = 6) -> Mode:
     """How the model votes on a record ('' when it does not)."""
     if record.choices:
         return "choices"
-    if record.format == "yes_no":
-        return "yes_no"
-    if record.format == "math":
-        return "number"
-    if record.format in ("free_form", "extractive") and 0 < len(
-            record.answer.split()) <= max_short_words:
-        return "short"
-    return ""
+    vote = answer_format(record.format).vote
+    if vote == "short":
+        return "short" if 0 < len(record.answer.split()) <= max_short_words else ""
+    return vote if vote in ("yes_no", "number") else ""
 
 
 def applies(record: Record, max_short_words: int = 6) -> bool:

@@ -15,6 +15,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 from pydantic import Field
+from taskseed.curation.formats import answer_format
 from taskseed.curation.record import Record
 from taskseed.curation.stage import KEEP, FilterStage, StageParams, Verdict, drop
 from taskseed.curation.text import normalize_text
@@ -76,11 +77,12 @@ class VerifyStage(FilterStage[VerifyParams]):
         return SandboxLimits(seconds=p.code_seconds, memory_mb=p.code_memory_mb)
 
     def check(self, record: Record) -> Verdict:
-        if record.format == "math":
+        kind = answer_format(record.format).verifier
+        if kind == "math":
             return check_math(record.reasoning, record.answer, rel_tol=self.params.rel_tol)
-        if record.format == "code":
+        if kind == "code":
             return check_code(record, self.limits)
-        if record.format == "extractive":
+        if kind == "extractive":
             return check_extractive(record)
         return KEEP
 

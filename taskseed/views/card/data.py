@@ -15,6 +15,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import yaml
 
+from taskseed.curation.formats import DEFINITIONS
+
 CARD = "README.md"
 DECONTAM_REPORT = "decontamination.json"
 DATASETS = ("multiple_choice", "generative")
@@ -34,11 +36,6 @@ HUB_LICENSES = frozenset({
 })  # the hub's license ids (hub-docs: repositories-licenses.md), `unknown`/`other` aside
 HUB_ALIASES = {"odc-by-1.0": "odc-by", "odbl-1.0": "odbl", "c-uda-1.0": "c-uda",
                "cc-by": "cc", "pddl-1.0": "pddl"}
-FORMAT_TASKS = {
-    "multiple_choice": ("multiple-choice", "question-answering"),
-    "yes_no": ("question-answering",), "extractive": ("question-answering",),
-    "free_form": ("question-answering",), "math": ("question-answering",),
-}
 SIZES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
          (1_000_000, "100K<n<1M"), (10**7, "1M<n<10M"), (10**8, "10M<n<100M"),
          (10**9, "100M<n<1B"), (10**10, "1B<n<10B"), (10**11, "10B<n<100B"),
@@ -179,7 +176,8 @@ def license_metadata(counts: dict[str, int]) -> dict[str, Any]:
 def task_categories(formats: Iterable[str]) -> list[str]:
     found = {"text-generation"}
     for fmt in formats:
-        found.update(FORMAT_TASKS.get(fmt, ()))
+        known = DEFINITIONS.get(fmt)
+        found.update(known.hub_tasks if known else ())
     return sorted(found)
 
 
