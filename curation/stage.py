@@ -68,6 +68,36 @@ class StageResult:
             self.drop(stage, item, verdict.reason, verdict.detail)
 
 
+@dataclass
+class DoneMarker:
+    """A committed shard's done marker (`part-N.done`, written last: it is the commit): its
+    inputs, outputs, drops per reason, counters, seconds, and the model requests that gave
+    nothing usable (None for a shard committed before such lists were kept)."""
+
+    inputs: int = 0
+    outputs: int = 0
+    rejects: dict[str, int] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    failures: list[dict[str, Any]] | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DoneMarker:
+        return cls(inputs=data.get("inputs", 0), outputs=data.get("outputs", 0),
+                   rejects=dict(data.get("rejects") or {}),
+                   counters=dict(data.get("counters") or {}),
+                   seconds=data.get("seconds", 0.0), failures=data.get("failures"))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"inputs": self.inputs, "outputs": self.outputs,
+                               "rejects": dict(sorted(self.rejects.items())),
+                               "counters": dict(sorted(self.counters.items())),
+                               "seconds": round(self.seconds, 3)}
+        if self.failures:
+            out["failures"] = self.failures
+        return out
+
+
 class StageOutput(Protocol):
     """A finished stage's committed shards, as `finalize` sees them."""
 
@@ -81,7 +111,7 @@ class StageOutput(Protocol):
 
     def read_rejects(self, shard: int) -> list[Reject]: ...
 
-    def read_marker(self, shard: int) -> dict[str, Any]: ...
+    def read_marker(self, shard: int) -> DoneMarker: ...
 
 
 @dataclass(frozen=True)

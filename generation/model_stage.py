@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -134,11 +135,11 @@ def write_failures(output: StageOutput) -> Path:
     with path.open("w", encoding="utf-8") as fh:
         for shard in output.done_shards():
             marker = output.read_marker(shard)
-            if "failures" in marker:
-                rows = marker["failures"]
+            if marker.failures is not None:
+                rows = marker.failures
             else:  # a shard committed without a failure list: its failed-request rejects
                 rows = [r.to_dict() for r in output.read_rejects(shard)
-                        if r.reason in FAILURE_REASONS] if marker.get("rejects") else []
+                        if r.reason in FAILURE_REASONS] if marker.rejects else []
             for row in rows:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path
@@ -172,70 +173,118 @@ def _count_task(counters: Counter[str], task: str, response: TeacherResponse) ->
 
 
 class TeacherUnavailable(TaskseedError):
-    """The teacher gave no answer to some requests: the shard is not done; rerun to resume."""
+    """The model gave no answer to some requests: the shard is not done; rerun to resume."""
 
 
-class TeacherStage(FailureLog, BatchStage[TP]):
-    """A batch stage that asks a model; subclasses plan asks and parse replies."""
+class ModelStage(FailureLog):
+    """What every stage that asks a model shares, chat or score: its model's config, one
+    client per worker process (never pickled), the readiness probe, the fingerprint of the
+    model's identity, usage counters, and the one-line error for requests left unanswered.
+    Subclasses say how a client is opened and closed."""
 
     calls_models = True
+    # Whether the model's text goes into records (generate, enrich): then its terms go into
+    # their lineage and decide whether they are commercial. A judge that only scores: no.
+    writes_text: ClassVar[bool] = False
+    unit: ClassVar[str] = "requests"  # what the unanswered-request error counts
+    role: ClassVar[str | None] = None  # how messages name the model (None: its config name)
+    cache_counter: ClassVar[str] = "cache_hits"  # the counter of answers from the cache
+
+    def __init__(self, params: Any, model_cfg: BackendConfig) -> None:
+        super().__init__(params)  # type: ignore[call-arg]
+        self.model_cfg = model_cfg
+        self._client: Any = None
+
+    def open_client(self) -> Any:
+        raise NotImplementedError
+
+    def close_client(self, client: Any) -> None:
+        client.close()
+
+    def fingerprint(self) -> str:
+        identity = json.dumps(self.model_cfg.identity(), sort_keys=True)
+        if self.writes_text:
+            identity += json.dumps(self.model_cfg.terms().identity())
+        return super().fingerprint() + xxhash.xxh3_64_hexdigest(  # type: ignore[misc]
+            identity.encode())
+
+    def check_ready(self) -> None:
+        self.model_cfg.probe(self.params.model)  # type: ignore[attr-defined]
+
+    def setup(self) -> None:
+        if self._client is None:
+            self._client = self.open_client()
+
+    def teardown(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            self.close_client(client)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_client": None, "_failed": {}}
+
+    @property
+    def model(self) -> str:
+        if self._client is not None:
+            return str(self._client.model)
+        return str(getattr(self.model_cfg, "model", None))
+
+    def count_usage(self, counters: Counter[str], before: Counter[str]) -> None:
+        """What the client sent (`teacher_calls`, tokens) and answered from the cache since
+        `before`."""
+        for key, value in self._client.usage().items():
+            counters[self.cache_counter if key == "cache_hits" else key] += value - before[key]
+
+    def unanswered(self, error: str | None, detail: str, failed: int, total: int,
+                   shard: int) -> str:
+        """The one-line error of requests the model gave no answer to."""
+        said = f": {detail}" if detail else ""
+        env = getattr(self.model_cfg, "api_key_env", None)
+        hint = ""
+        if env and error in ("http_401", "http_403"):
+            hint = f" (the API key comes from ${env}" + (
+                "" if os.environ.get(env) else ", which is not set") + ")"
+        return (f"stage '{self.name}' shard {shard}: {failed} of {total} {self.unit} got no "  # type: ignore[attr-defined]
+                f"answer from the {self.role or self.params.model} "  # type: ignore[attr-defined]
+                f"{self.model_cfg.describe()}: "
+                f"{error}{said}{hint}; what was already received is kept, so rerunning the "
+                "same command resumes")
+
+
+class TeacherStage(ModelStage, BatchStage[TP]):
+    """A batch stage that asks a chat model; subclasses plan asks and parse replies."""
+
     system_prompt: ClassVar[str]
     templates: ClassVar[tuple[str, ...]]  # every template the stage may render
     prompt_dir: ClassVar[Path | None] = None  # where those templates are (None: generate's)
     outcome: ClassVar[str] = "gave a record"  # what an accepted request gave, for reports
-    # Whether the model's text goes into records (generate, enrich): then its terms go into
-    # their lineage and decide whether they are commercial. A judge that only scores: no.
-    writes_text: ClassVar[bool] = False
-
-    def __init__(self, params: TP, teacher: BackendConfig) -> None:
-        super().__init__(params)
-        self.teacher_cfg = teacher
-        self._teacher: CachedTeacher | None = None
 
     @classmethod
     def build(cls, params: Any, context: BuildContext) -> TeacherStage:
         return cls(params, chat_model(context, params.model))
 
     def fingerprint(self) -> str:
-        identity = json.dumps(self.teacher_cfg.identity(), sort_keys=True)
-        if self.writes_text:
-            identity += json.dumps(self.teacher_cfg.terms().identity())
-        prompts = prompts_hash(self.system_prompt, self.templates, self.prompt_dir)
-        return super().fingerprint() + xxhash.xxh3_64_hexdigest(identity.encode()) + prompts
+        return super().fingerprint() + prompts_hash(self.system_prompt, self.templates,
+                                                    self.prompt_dir)
 
     def credit(self, record: Record) -> Record:
         """The record with this stage's model in its lineage, and commercial only when the
         model's terms allow training on its outputs."""
-        terms = self.teacher_cfg.terms()
+        terms = self.model_cfg.terms()
         lineage = replace(record.lineage, models=[
             *record.lineage.models, ModelText(self.name, self.model, terms.license)])
         return replace(record, lineage=lineage,
                        commercial=record.commercial and terms.allows_training)
 
-    def check_ready(self) -> None:
-        self.teacher_cfg.probe(self.params.model)
+    def open_client(self) -> CachedTeacher:
+        cache_dir = self.model_cfg.cache_dir
+        cache = RequestCache(Path(cache_dir)) if cache_dir else None
+        return CachedTeacher(acquire_teacher(self.model_cfg), cache)
 
-    def setup(self) -> None:
-        if self._teacher is None:
-            cache_dir = self.teacher_cfg.cache_dir
-            cache = RequestCache(Path(cache_dir)) if cache_dir else None
-            self._teacher = CachedTeacher(acquire_teacher(self.teacher_cfg), cache)
-
-    def teardown(self) -> None:
-        if self._teacher is not None:
-            if self._teacher.cache is not None:
-                self._teacher.cache.close()
-            self._teacher = None
-            release_teacher(self.teacher_cfg)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_teacher": None, "_failed": {}}
-
-    @property
-    def model(self) -> str:
-        if self._teacher is not None:
-            return self._teacher.model
-        return str(getattr(self.teacher_cfg, "model", None))
+    def close_client(self, client: CachedTeacher) -> None:
+        if client.cache is not None:
+            client.cache.close()
+        release_teacher(self.model_cfg)
 
     # --- what a stage defines ------------------------------------------------------------
 
@@ -258,13 +307,12 @@ class TeacherStage(FailureLog, BatchStage[TP]):
     ) -> list[TeacherResponse]:
         """Answer requests in batches; counts what was sent and what came from the cache."""
         self.setup()
-        assert self._teacher is not None
-        teacher = self._teacher
+        teacher: CachedTeacher = self._client
         teacher.writer = f"{self.name}-{shard:05d}"
         before = teacher.usage()
         out: list[TeacherResponse] = []
         size = self.params.batch_size
-        concurrency = int(getattr(self.teacher_cfg, "max_concurrency", 1))
+        concurrency = self.model_cfg.concurrency
         progress.add(requests_planned=len(requests))
         for start in range(0, len(requests), size):
             batch = requests[start : start + size]
@@ -278,19 +326,13 @@ class TeacherStage(FailureLog, BatchStage[TP]):
 
             progress.put(in_flight=min(concurrency, len(batch)))
             out.extend(teacher.generate(batch, answered))
-        counters.update({k: v - before[k] for k, v in teacher.usage().items()})
+        self.count_usage(counters, before)
         unanswered = [r for r in out if r.fatal]
         if unanswered:
-            raise TeacherUnavailable(self._unanswered(unanswered, len(out), shard))
+            first = unanswered[0]
+            raise TeacherUnavailable(self.unanswered(first.error, first.detail, len(unanswered),
+                                                     len(out), shard))
         return out
-
-    def _unanswered(self, failed: list[TeacherResponse], total: int, shard: int) -> str:
-        first = failed[0]
-        said = f": {first.detail}" if first.detail else ""
-        return (f"stage '{self.name}' shard {shard}: {len(failed)} of {total} requests got no "
-                f"answer from the {self.params.model} {self.teacher_cfg.describe()}: "
-                f"{first.error}{said}; "
-                "replies already received are kept, so rerunning the same command resumes")
 
     def ask_all(self, asks: list[Ask[C]], shard: int, counters: Counter[str]) -> list[Answer[C]]:
         """Ask, parse, and ask again with a new seed while replies are unusable."""
@@ -339,7 +381,7 @@ class TeacherStage(FailureLog, BatchStage[TP]):
         failures = write_failures(output)
         planned = accepted = 0
         for shard in output.done_shards():
-            counters = output.read_marker(shard)["counters"]
+            counters = output.read_marker(shard).counters
             planned += counters.get("planned", 0)
             accepted += counters.get("accepted", 0)
         coverage = accepted / planned if planned else 1.0

@@ -1,6 +1,7 @@
-"""Stages, formats and model backends list themselves: one new module in its folder (and a
-format's prompt template) is all it takes, with no list to edit. A copy of the package gets
-a new format, a new filter stage and a new backend, and a pipeline runs with all three."""
+"""Stages, formats, model backends and report sections list themselves: one new module in
+its folder (and a format's prompt template) is all it takes, with no list to edit. A copy of
+the package gets a new format, a new filter stage, a new backend and a new report section; a
+pipeline runs with all four and its report shows the section."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from taskseed.curation.formats import DEFINITIONS
 from taskseed.generation.backends.catalog import BACKENDS, CHAT, SCORE
 
 from taskseed.registry import BUILTIN
+from taskseed.views.report.sections import sections
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -112,10 +114,29 @@ stages:
   - {name: export}
 """
 
+SECTION = '''"""The shortest answers of the run's final records."""
+
+from taskseed.views.report.sections import Section
+
+TEMPLATE = """<ul>{% for a in answers %}<li class="shortest">{{ a }}</li>{% endfor %}</ul>"""
+
+
+def context(data):
+    import pyarrow.parquet as pq
+
+    answers = [a for p in data.final.files() for a in pq.read_table(p)["answer"].to_pylist()]
+    return {"answers": sorted(set(answers), key=len)[:2]}
+
+
+SECTION = Section(15, "shortest", "Shortest", "Shortest answers", TEMPLATE, context)
+'''
+
 RUN = """
 import json
 from taskseed.execution.run import run_pipeline
+from taskseed.views.report.render import write_report
 summary = run_pipeline("pipe.yaml", progress=lambda line: None)
+write_report("run")
 print(json.dumps({s["name"]: [s["outputs"], s["rejects"]] for s in summary["stages"]}))
 """
 
@@ -141,15 +162,20 @@ def test_the_catalogues_hold_what_the_folders_hold() -> None:
     assert set(CHAT) == {"embedded", "openai", "tensorrt_llm"}
     assert set(SCORE) == {"nim_reward", "vllm_reward", "tensorrt_llm_reward"}
     assert set(BACKENDS) == set(CHAT) | set(SCORE)
+    assert [s.anchor for s in sections()] == [
+        "tasks", "funnel", "drops", "scores", "lengths", "contamination", "duplicates",
+        "licenses", "usage", "samples", "dropped"]
 
 
-def test_one_new_module_each_adds_a_format_a_stage_and_a_backend(tmp_path: Path) -> None:
+def test_one_new_module_each_adds_a_format_a_stage_a_backend_and_a_section(
+        tmp_path: Path) -> None:
     package = package_copy(tmp_path / "site")
     (package / "curation" / "formats" / "riddle.py").write_text(FORMAT)
     shutil.copy(package / "generation" / "prompts" / "free_form.j2",
                 package / "generation" / "prompts" / "riddle.j2")
     (package / "judges" / "filters" / "short_answer.py").write_text(STAGE)
     (package / "generation" / "backends" / "canned.py").write_text(BACKEND)
+    (package / "views" / "report" / "sections" / "shortest.py").write_text(SECTION)
     work = tmp_path / "work"
     (work / "seeds").mkdir(parents=True)
     rows = [{"question": f"What has keys but opens no locks, number {i}?", "answer": "a piano"}
@@ -173,6 +199,11 @@ def test_one_new_module_each_adds_a_format_a_stage_and_a_backend(tmp_path: Path)
     assert {r["format"] for r in exported} == {"riddle"}
     assert {r["lineage"]["teacher_model"] for r in exported} == {"canned"}
     assert all("a shadow" in r["text"] and "letter m" not in r["text"] for r in exported)
+    page = (work / "run" / "report.html").read_text()
+    assert '<a href="#shortest">Shortest</a>' in page
+    assert '<h2 id="shortest">Shortest answers</h2>' in page
+    assert page.index('id="tasks"') < page.index('id="shortest"') < page.index('id="funnel"')
+    assert '<li class="shortest">a shadow</li>' in page
 
 
 def test_formats_state_the_traits_the_filters_and_the_mix_read() -> None:

@@ -14,7 +14,7 @@ import pytest
 from taskseed.curation.errors import ConfigError
 from taskseed.curation.formats import DEFINITIONS, Format, answer_format
 from taskseed.curation.io.yamlconf import validate
-from taskseed.curation.mix.export import ExportParams, ExportStage
+from taskseed.curation.mix.export import ExportParams, ExportStage, render_text
 from taskseed.curation.record import Format as RecordFormat
 from taskseed.curation.record import Origin, Record, Source
 from taskseed.curation.seeds.taskspec import FieldsMapping, JinjaMapping, parse_mapping
@@ -224,12 +224,12 @@ def test_a_reply_becomes_a_record_that_renders_and_passes_its_format() -> None:
                  choices=fields.choices, answer=fields.answer, answer_label=fields.answer_label)
     assert (rec.answer, rec.answer_label) == ("apple", "A")
     assert definition.check(rec) == KEEP
-    assert definition.render(rec) == "Question: Which is a fruit?\nA. apple\nB. stone\n" \
-                                     "Answer: A. apple\n"
+    assert render_text(rec) == "Question: Which is a fruit?\nA. apple\nB. stone\n" \
+                               "Answer: A. apple\n"
     code = answer_format(Format.CODE)
     assert code.check(record(format=Format.CODE)).reason == "code_without_tests"
-    assert code.render(record(format=Format.CODE, answer="def f():\n    return 1")).endswith(
-        "Answer:\ndef f():\n    return 1\n")
+    assert render_text(record(format=Format.CODE, answer="def f():\n    return 1")).endswith(
+        "Answer:\n```python\ndef f():\n    return 1\n```\n")
 
 
 # --- the filter contract --------------------------------------------------------------------

@@ -205,9 +205,9 @@ def test_params_and_pickling() -> None:
     with pytest.raises(ValueError):
         EnrichParams(seed=1)
     stage = EnrichStage(EnrichParams(), EmbeddedConfig(model="smollm2"))
-    stage._teacher = object()  # type: ignore[assignment]
+    stage._client = object()  # type: ignore[assignment]
     clone = pickle.loads(pickle.dumps(stage))
-    assert clone._teacher is None and clone.fingerprint() == stage.fingerprint()
+    assert clone._client is None and clone.fingerprint() == stage.fingerprint()
     other = EnrichStage(EnrichParams(temperature=0.5), EmbeddedConfig(model="smollm2"))
     assert other.fingerprint() != stage.fingerprint()
 

@@ -251,7 +251,7 @@ def test_manifest_counts_equal_the_files(mixed: StageDir) -> None:
                 counts[row[key]].update(records=1, tokens=row["tokens"])
             got = {k: v for k, v in totals[name].items() if v["records"]}
             assert got == {k: dict(v) for k, v in counts.items()}, (subset, name)
-    kept = sum(mixed.read_marker(s)["outputs"] for s in mixed.done_shards())
+    kept = sum(mixed.read_marker(s).outputs for s in mixed.done_shards())
     assert manifest["sets"]["full"]["records"] == kept
 
 

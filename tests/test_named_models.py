@@ -219,8 +219,8 @@ def test_the_config_builds_with_a_known_judge(tmp_path: Path) -> None:
     path = tmp_path / "pipe.yaml"
     path.write_text(CONFIG.format(run=tmp_path / "run", judge=", model: judge", extra=""))
     judge = build_stages(load_config(path))[-1]
-    assert judge.teacher_cfg.model == "j"
-    assert judge.teacher_cfg.cache_dir == str((tmp_path / "run" / "cache" / "judge").resolve())
+    assert judge.model_cfg.model == "j"
+    assert judge.model_cfg.cache_dir == str((tmp_path / "run" / "cache" / "judge").resolve())
 
 
 def test_an_unknown_model_lists_the_known_ones(tmp_path: Path) -> None:

@@ -346,8 +346,8 @@ def test_the_api_key_is_sent_and_never_leaks(
     with FakeOpenAIServer(faults=faults) as server:
         reward = stage(nim(server), tmp_path)
         reward.setup()
-        texts = [repr(reward.backend), reward.fingerprint(), repr(reward._scorer),
-                 repr(vars(reward._scorer._cached.inner)), str(pickle.dumps(reward))]
+        texts = [repr(reward.model_cfg), reward.fingerprint(), repr(reward._client),
+                 repr(vars(reward._client._cached.inner)), str(pickle.dumps(reward))]
         with pytest.raises(RewardUnavailable) as err:
             run(reward, [rec(0)])
     assert {r.headers["Authorization"] for r in server.requests} == {f"Bearer {SECRET}"}
@@ -404,7 +404,7 @@ def test_transport_settings_stay_out_of_the_fingerprint(tmp_path: Path) -> None:
     other = base.model_copy(update={"model": "n"})
     print_of = [stage(c, tmp_path).fingerprint() for c in (base, same, other)]
     assert print_of[0] == print_of[1] != print_of[2]
-    assert stage(base, tmp_path).backend.cache_dir == str((tmp_path / "cache").resolve())
+    assert stage(base, tmp_path).model_cfg.cache_dir == str((tmp_path / "cache").resolve())
 
 
 def test_reward_text_shows_options_and_reasoning() -> None:

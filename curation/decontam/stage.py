@@ -430,7 +430,7 @@ class DecontaminateStage(FilterStage[DecontamParams]):
         dropped = [json.loads(r.item) for s in shards for r in output.read_rejects(s)
                    if r.stage == self.name and r.reason == REASON]
         generated = overlap_summary(index, dropped, self.params.min_matches, "records_dropped")
-        generated["records_checked"] = sum(output.read_marker(s)["inputs"] for s in shards)
+        generated["records_checked"] = sum(output.read_marker(s).inputs for s in shards)
         generated["records_dropped"] = generated.pop("records_overlapping")
         npz, _ = self.index_paths()
         report = {

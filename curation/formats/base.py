@@ -212,24 +212,3 @@ class AnswerFormat:
             reasoning=data.get("reasoning") or None,
             tests=[str(t) for t in tests] if isinstance(tests, list) else [],
         )
-
-    # --- pretraining text --------------------------------------------------------------
-
-    def render(self, record: Record) -> str:
-        """The training text: context, question, options, knowledge, reasoning and answer."""
-        parts: list[str] = []
-        if record.context:
-            parts.append(record.context.strip())
-        parts.append(f"Question: {record.question.strip()}")
-        parts.extend(f"{LETTERS[i]}. {c}" for i, c in enumerate(record.choices))
-        if record.knowledge:
-            parts.append(f"Background: {record.knowledge.strip()}")
-        if record.reasoning:
-            parts.append(f"Reasoning: {record.reasoning.strip()}")
-        parts.append(self.render_answer(record))
-        return "\n".join(parts) + "\n"
-
-    def render_answer(self, record: Record) -> str:
-        if record.choices and record.answer in record.choices:
-            return f"Answer: {LETTERS[record.choices.index(record.answer)]}. {record.answer}"
-        return f"Answer: {record.answer}"

@@ -25,6 +25,7 @@ class Code(AnswerFormat):
             raise RowError("missing_field", "tests", "code tasks need tests")
 
     def check_answer(self, record: Record) -> Verdict:
+        """A solution comes with tests (one rule for validity and verify)."""
         if not record.tests:
             return drop("code_without_tests", "no tests")
         return KEEP
@@ -38,9 +39,6 @@ class Code(AnswerFormat):
     def answer_schema(self) -> dict[str, Any]:
         tests = {"type": "array", "items": text_schema(), "minItems": 1, "maxItems": 5}
         return {"answer": text_schema(), "tests": tests}
-
-    def render_answer(self, record: Record) -> str:
-        return f"Answer:\n{record.answer}"
 
 
 FORMAT = Code()

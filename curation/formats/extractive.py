@@ -23,7 +23,8 @@ class Extractive(AnswerFormat):
             raise RowError("missing_field", "context", "extractive QA needs a context passage")
 
     def check_answer(self, record: Record) -> Verdict:
-        if record.context and record.answer not in record.context:
+        """The answer is a span of the passage (one rule for validity and verify)."""
+        if not record.context or record.answer not in record.context:
             return drop("answer_not_in_context", f"'{record.answer[:80]}'")
         return KEEP
 

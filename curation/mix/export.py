@@ -10,6 +10,7 @@ from typing import Any
 
 from taskseed.curation.formats import answer_format
 from taskseed.curation.io.files import write_json
+from taskseed.curation.mix.templates import render
 from taskseed.curation.record import Origin, Record
 from taskseed.curation.stage import KEEP, FilterStage, StageOutput, StageParams, Verdict, drop
 from taskseed.curation.terms.commercial import obligations, terms_summary
@@ -25,8 +26,8 @@ def mix_of(record: Record) -> str:
 
 
 def render_text(record: Record) -> str:
-    """The training text of a record, as its format renders it."""
-    return answer_format(record.format).render(record)
+    """The training text of a record: the mix's `exam` template, the one renderer."""
+    return render("exam", record.to_dict())
 
 
 def jsonl_row(record: Record) -> dict[str, Any]:

@@ -89,7 +89,7 @@ class MixStage(FrameStage[MixParams]):
             return
         _clear(output.path)
         shards = output.done_shards()
-        kept = sum(output.read_marker(s)["outputs"] for s in shards)
+        kept = sum(output.read_marker(s).outputs for s in shards)
         entries: list[dict[str, Any]] = []
         if kept:
             from taskseed.curation.io.frames import read_records

@@ -95,10 +95,8 @@ class BackendConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # What the backend does: "chat" (teacher, judge) or "score" (a reward model); and whether
-    # it runs the model in the stage's own process on the job's GPUs (Slurm sizes those jobs).
+    # What the backend does: "chat" (teacher, judge) or "score" (a reward model).
     capability: ClassVar[str] = "chat"
-    in_process_gpu: ClassVar[bool] = False
 
     backend: str
     cache_dir: Annotated[str | None, TRANSPORT] = None  # the request cache (run directory)
@@ -137,6 +135,19 @@ class BackendConfig(BaseModel):
     def describe(self) -> str:
         """Where requests go, for messages."""
         return self.backend
+
+    @property
+    def concurrency(self) -> int:
+        """How many requests the backend keeps in flight at once."""
+        return 1
+
+    def managed_server(self) -> Any:
+        """The server a job starts for this model on its node (a `ServerConfig`), or None."""
+        return None
+
+    def in_process_gpus(self) -> int:
+        """GPUs the model takes in the stage's own process (tensor parallelism; 0: none)."""
+        return 0
 
     def probe(self, role: str = "teacher") -> None:
         """Fail with a one-line error when the backend cannot be reached (before work)."""

@@ -194,6 +194,13 @@ class OpenAIConfig(BackendConfig):
                                 "by the job that uses it")
         return self.base_url
 
+    @property
+    def concurrency(self) -> int:
+        return self.max_concurrency
+
+    def managed_server(self) -> ServerConfig | None:
+        return self.server
+
     def probe(self, role: str = "teacher") -> None:
         """`GET /models` once: a server that cannot be reached fails the run in one line,
         naming the server by the model's role (`teacher`, `judge`)."""

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -40,7 +39,6 @@ from typing import Annotated, Any, ClassVar, Literal, Protocol
 import orjson
 import xxhash
 from pydantic import Field
-from taskseed.curation.errors import TaskseedError
 from taskseed.curation.record import Sampling
 from taskseed.generation.backends.base import (
     TRANSPORT,
@@ -53,13 +51,10 @@ from taskseed.generation.backends.base import (
 from taskseed.generation.backends.cache import CachedTeacher, RequestCache
 from taskseed.generation.backends.openai import OpenAITeacher, probe_server
 from taskseed.generation.backends.retry import Failure, error_message
-from taskseed.generation.backends.tensorrt_llm import SINGLE_PROCESS_ENV
+from taskseed.generation.backends.tensorrt_llm import missing, start_llm, stop_llm
 
 NEMOTRON_ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
-MISSING_TRTLLM = (
-    "the tensorrt_llm_reward backend needs TensorRT-LLM: use NVIDIA's TensorRT-LLM container, "
-    "or install tensorrt-llm from NVIDIA's package index on Python 3.12 (see the README)"
-)
+MISSING_TRTLLM = missing("tensorrt_llm_reward")
 PARSE_ERRORS = (ValueError, KeyError, IndexError, TypeError, AttributeError)
 
 
@@ -297,6 +292,10 @@ class HTTPRewardConfig(RewardBackendConfig):
     timeout_s: Annotated[float, TRANSPORT] = Field(60.0, gt=0)
     max_retries: Annotated[int, TRANSPORT] = Field(4, ge=1)
 
+    @property
+    def concurrency(self) -> int:
+        return self.max_concurrency
+
     def transport(self) -> dict[str, Any]:
         return {"api_key_env": self.api_key_env, "max_concurrency": self.max_concurrency,
                 "timeout_s": self.timeout_s, "max_retries": self.max_retries}
@@ -375,8 +374,6 @@ class TensorRTLLMRewardConfig(RewardBackendConfig):
     context logit at `logit_index` (see the module docstring).
     """
 
-    in_process_gpu: ClassVar[bool] = True
-
     backend: Literal["tensorrt_llm_reward"] = "tensorrt_llm_reward"
     model: str
     tensor_parallel_size: int = Field(1, ge=1)
@@ -388,6 +385,9 @@ class TensorRTLLMRewardConfig(RewardBackendConfig):
 
     def describe(self) -> str:
         return f"TensorRT-LLM in process ({self.model})"
+
+    def in_process_gpus(self) -> int:
+        return self.tensor_parallel_size
 
     def client(self) -> TensorRTLLMRewardModel:
         return TensorRTLLMRewardModel(self.model, self.score_name, self.logit_index,
@@ -403,14 +403,8 @@ class TensorRTLLMRewardModel:
 
     def __init__(self, model: str, score_name: str = "reward", logit_index: int = 0,
                  tensor_parallel_size: int = 1, **llm_kwargs: Any) -> None:
-        if tensor_parallel_size == 1:
-            os.environ.setdefault(SINGLE_PROCESS_ENV, "1")
-        try:
-            from tensorrt_llm import LLM, SamplingParams
-        except ImportError:
-            raise TaskseedError(MISSING_TRTLLM) from None
-        llm = LLM(model=model, tensor_parallel_size=tensor_parallel_size, **llm_kwargs)
-        self._bind(llm, model, SamplingParams, score_name, logit_index)
+        llm, trt = start_llm("tensorrt_llm_reward", model, tensor_parallel_size, **llm_kwargs)
+        self._bind(llm, model, trt.SamplingParams, score_name, logit_index)
 
     @classmethod
     def wrap(cls, llm: Any, model: str, sampling_params: Callable[..., Any],
@@ -468,8 +462,7 @@ class TensorRTLLMRewardModel:
 
     def close(self) -> None:
         llm, self._llm = self._llm, None
-        if llm is not None and hasattr(llm, "shutdown"):
-            llm.shutdown()
+        stop_llm(llm)
 
 
 def _refused(exc: BaseException) -> TeacherResponse:

@@ -21,7 +21,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from taskseed.curation.errors import TaskseedError
@@ -30,11 +30,38 @@ from taskseed.generation.backends.replies import schema_error
 
 log = logging.getLogger(__name__)
 
-MISSING_EXTRA = (
-    "the tensorrt_llm backend needs TensorRT-LLM: use NVIDIA's TensorRT-LLM container, or "
-    "install tensorrt-llm from NVIDIA's package index on Python 3.12 (see the README)"
-)
 SINGLE_PROCESS_ENV = "TLLM_WORKER_USE_SINGLE_PROCESS"
+
+
+def missing(backend: str) -> str:
+    """The one-line error of a TensorRT-LLM backend where TensorRT-LLM is not installed."""
+    return (f"the {backend} backend needs TensorRT-LLM: use NVIDIA's TensorRT-LLM container, "
+            "or install tensorrt-llm from NVIDIA's package index on Python 3.12 (see the "
+            "README)")
+
+
+MISSING_EXTRA = missing("tensorrt_llm")
+
+
+def start_llm(backend: str, model: str, tensor_parallel_size: int, **llm_kwargs: Any
+              ) -> tuple[Any, Any]:
+    """TensorRT-LLM's `LLM` for a checkpoint in this process, with the `tensorrt_llm` module
+    (for its parameter classes). One rank runs here rather than in a spawned MPI worker."""
+    if tensor_parallel_size == 1:
+        os.environ.setdefault(SINGLE_PROCESS_ENV, "1")
+    try:
+        import tensorrt_llm
+        import tensorrt_llm.llmapi  # noqa: F401 - GuidedDecodingParams
+    except ImportError:
+        raise TaskseedError(missing(backend)) from None
+    llm = tensorrt_llm.LLM(model=model, tensor_parallel_size=tensor_parallel_size, **llm_kwargs)
+    return llm, tensorrt_llm
+
+
+def stop_llm(llm: Any) -> None:
+    """Shut an `LLM` down (its executor and workers)."""
+    if llm is not None and hasattr(llm, "shutdown"):
+        llm.shutdown()
 
 
 def sampling_kwargs(
@@ -129,14 +156,15 @@ class TensorRTLLMConfig(BackendConfig):
     `model` is a Hugging Face checkpoint: a hub name or a local directory.
     """
 
-    in_process_gpu: ClassVar[bool] = True
-
     backend: Literal["tensorrt_llm"] = "tensorrt_llm"
     model: str
     tensor_parallel_size: int = Field(1, ge=1)
 
     def describe(self) -> str:
         return f"TensorRT-LLM in process ({self.model})"
+
+    def in_process_gpus(self) -> int:
+        return self.tensor_parallel_size
 
     def build(self) -> TensorRTLLMTeacher:
         return TensorRTLLMTeacher(self.model, tensor_parallel_size=self.tensor_parallel_size)
@@ -156,21 +184,9 @@ class TensorRTLLMTeacher:
         guided_decoding_backend: str = "xgrammar",
         **llm_kwargs: Any,
     ) -> None:
-        if tensor_parallel_size == 1:
-            # In a Dask or Slurm worker, run the model here rather than in a spawned MPI worker.
-            os.environ.setdefault(SINGLE_PROCESS_ENV, "1")
-        try:
-            from tensorrt_llm import LLM, SamplingParams
-            from tensorrt_llm.llmapi import GuidedDecodingParams
-        except ImportError:
-            raise TaskseedError(MISSING_EXTRA) from None
-        llm = LLM(
-            model=model,
-            tensor_parallel_size=tensor_parallel_size,
-            guided_decoding_backend=guided_decoding_backend,
-            **llm_kwargs,
-        )
-        self._bind(llm, model, SamplingParams, GuidedDecodingParams)
+        llm, trt = start_llm("tensorrt_llm", model, tensor_parallel_size,
+                             guided_decoding_backend=guided_decoding_backend, **llm_kwargs)
+        self._bind(llm, model, trt.SamplingParams, trt.llmapi.GuidedDecodingParams)
 
     @classmethod
     def wrap(
@@ -244,5 +260,4 @@ class TensorRTLLMTeacher:
 
     def close(self) -> None:
         llm, self._llm = self._llm, None
-        if llm is not None and hasattr(llm, "shutdown"):
-            llm.shutdown()
+        stop_llm(llm)

@@ -10,12 +10,9 @@ resumes without asking for them again.
 
 from __future__ import annotations
 
-import json
-import os
 from collections import Counter
 from typing import Any, Literal
 
-import xxhash
 from pydantic import Field
 from taskseed.curation.errors import TaskseedError
 from taskseed.curation.formats.base import LETTERS
@@ -38,7 +35,7 @@ from taskseed.generation.backends.reward import (
 )
 from taskseed.generation.model_stage import (
     FailedRequest,
-    FailureLog,
+    ModelStage,
     TeacherUnavailable,
     write_failures,
 )
@@ -86,17 +83,14 @@ def aggregate(scores: dict[str, float], weights: dict[str, float]) -> float:
     return round(sum(w * scores[name] for name, w in weights.items()), 6)
 
 
-class RewardStage(FailureLog, FilterStage[RewardParams]):
+class RewardStage(ModelStage, FilterStage[RewardParams]):
     """Scores records with a reward model and keeps those that clear the thresholds."""
 
     name = "reward"
     params_model = RewardParams
-    calls_models = True
-
-    def __init__(self, params: RewardParams, backend: RewardBackendConfig) -> None:
-        super().__init__(params)
-        self.backend = backend
-        self._scorer: RewardScorer | None = None
+    unit = "records"
+    role = "reward model"
+    cache_counter = "reward_cached"
 
     @classmethod
     def build(cls, params: Any, context: BuildContext) -> RewardStage:
@@ -115,24 +109,8 @@ class RewardStage(FailureLog, FilterStage[RewardParams]):
             backend = backend.model_copy(update={"cache_dir": cache})
         return cls(params, backend)
 
-    def fingerprint(self) -> str:
-        identity = json.dumps(self.backend.identity(), sort_keys=True)
-        return super().fingerprint() + xxhash.xxh3_64_hexdigest(identity.encode())
-
-    def check_ready(self) -> None:
-        self.backend.probe()
-
-    def setup(self) -> None:
-        if self._scorer is None:
-            self._scorer = self.backend.build()
-
-    def teardown(self) -> None:
-        if self._scorer is not None:
-            self._scorer.close()
-            self._scorer = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_scorer": None, "_failed": {}}
+    def open_client(self) -> RewardScorer:
+        return self.model_cfg.build()
 
     def judge(self, batch: list[Record], shard: int, counters: Counter[str]) -> list[Verdict]:
         counters["planned"] += len(batch)
@@ -155,8 +133,7 @@ class RewardStage(FailureLog, FilterStage[RewardParams]):
     def score(self, batch: list[Record], shard: int, counters: Counter[str]) -> list[RewardReply]:
         """Score in batches; stops with RewardUnavailable when the model could not answer."""
         self.setup()
-        assert self._scorer is not None
-        scorer = self._scorer
+        scorer: RewardScorer = self._client
         scorer.writer = f"{self.name}-{shard:05d}"
         before = scorer.usage()
         replies: list[RewardReply] = []
@@ -168,14 +145,11 @@ class RewardStage(FailureLog, FilterStage[RewardParams]):
                                                  for r in chunk], counters)
                 failed = [r for r in got if r.fatal]
                 if failed:
-                    raise RewardUnavailable(self._unanswered(failed, len(chunk), shard))
+                    raise RewardUnavailable(self.unanswered(
+                        failed[0].error, failed[0].detail, len(failed), len(chunk), shard))
                 replies.extend(got)
         finally:
-            used = scorer.usage() - before
-            counters["teacher_calls"] += used["teacher_calls"]
-            counters["reward_cached"] += used["cache_hits"]
-            counters.update({k: used[k] for k in ("prompt_tokens", "completion_tokens")
-                             if used[k]})
+            self.count_usage(counters, before)
         return replies
 
     def _score_again(self, scorer: RewardScorer, items: list[tuple[str, str]],
@@ -191,19 +165,6 @@ class RewardStage(FailureLog, FilterStage[RewardParams]):
             for i, reply in zip(again, scorer.score([items[i] for i in again]), strict=True):
                 got[i] = reply
         return got
-
-    def _unanswered(self, failed: list[RewardReply], total: int, shard: int) -> str:
-        first = failed[0]
-        said = f": {first.detail}" if first.detail else ""
-        hint = ""
-        env = getattr(self.backend, "api_key_env", None)
-        if env and first.error in ("http_401", "http_403"):
-            hint = f" (the API key comes from ${env}" + ("" if os.environ.get(env)
-                                                          else ", which is not set") + ")"
-        return (f"stage '{self.name}' shard {shard}: {len(failed)} of {total} records got no "
-                f"answer from the reward model {self.backend.describe()}: {first.error}{said}"
-                f"{hint}; scores already received are kept, so rerunning the same command "
-                "resumes")
 
     def verdict(self, record: Record, reply: RewardReply) -> Verdict:
         """Write the scores into the record, then keep or drop it."""

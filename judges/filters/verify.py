@@ -41,9 +41,11 @@ def last_line(text: str) -> str:
 
 
 def check_code(record: Record, limits: SandboxLimits) -> Verdict:
-    """Run the solution against its tests in the sandbox."""
-    if not record.tests:
-        return drop("code_without_tests", "no tests")
+    """Run the solution against its tests in the sandbox (the format's rule first: it has
+    tests)."""
+    rule = answer_format(record.format).check_answer(record)
+    if not rule.keep:
+        return rule
     result = run_python(code_program(record), limits)
     if result.status == "passed":
         return KEEP
@@ -53,9 +55,11 @@ def check_code(record: Record, limits: SandboxLimits) -> Verdict:
 
 
 def check_extractive(record: Record) -> Verdict:
-    """The answer is a span of the passage, and the question does not already contain it."""
-    if not record.context or record.answer not in record.context:
-        return drop("answer_not_in_context", f"'{record.answer[:80]}'")
+    """The answer is a span of the passage (the format's rule), and the question does not
+    already contain it."""
+    rule = answer_format(record.format).check_answer(record)
+    if not rule.keep:
+        return rule
     if len(record.answer) * 2 > len(record.context):
         return drop("answer_is_whole_context", "the answer is most of the passage")
     answer = normalize_text(record.answer)

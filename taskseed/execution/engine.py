@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,10 +29,18 @@ from taskseed.config.budget import SPEND_KEYS, BudgetConfig
 from taskseed.curation.errors import TaskseedError
 from taskseed.curation.io.files import write_json
 from taskseed.curation.record import Record
-from taskseed.curation.stage import BatchStage, FrameStage, SourceStage, Stage, StageResult
+from taskseed.curation.stage import (
+    BatchStage,
+    DoneMarker,
+    FrameStage,
+    SourceStage,
+    Stage,
+    StageResult,
+)
 from taskseed.execution.rounds import AcceptConfig, Rounds
 from taskseed.execution.shard import commit, marked_result, ready
 from taskseed.rundir.layout import RunDir, StageDir
+from taskseed.rundir.units import tracked
 
 
 @dataclass
@@ -64,9 +72,14 @@ class StageRun:
     def is_done(self, unit: int) -> bool:
         return self.out.is_done(unit)
 
-    def execute(self, unit: int) -> dict[int, dict[str, Any]]:
+    def execute(self, unit: int) -> dict[int, DoneMarker]:
         """Run one unit in this process and commit it; the done markers by shard."""
         raise NotImplementedError
+
+    def run_tracked(self, unit: int) -> dict[int, DoneMarker]:
+        """Execute one unit marked running (failed, with its reason, when it raises)."""
+        with tracked(self.out, unit):
+            return self.execute(unit)
 
     def preview(self, items: list[Any] | None, shard: int) -> StageResult | None:
         """This stage's result for one shard, in memory, touching no file (None: the stage
@@ -76,8 +89,8 @@ class StageRun:
     def finalize(self) -> None:
         self.stage.finalize(self.out)
 
-    def markers(self) -> list[dict[str, Any]]:
-        return [self.out.read_marker(shard) for shard in self.out.done_shards()]
+    def markers(self) -> list[DoneMarker]:
+        return self.out.markers()
 
 
 @dataclass
@@ -93,7 +106,7 @@ class SourceRun(StageRun):
             raise TaskseedError(f"stage '{self.stage.name}' has {len(self.plan)} planned "
                                 f"shards, not {unit}")
 
-    def execute(self, unit: int) -> dict[int, dict[str, Any]]:
+    def execute(self, unit: int) -> dict[int, DoneMarker]:
         self.check_unit(unit)
         assert self.plan is not None
         start = time.perf_counter()
@@ -114,7 +127,7 @@ class BatchRun(StageRun):
     src: StageDir
     rounds: Rounds | None = None  # set on the first stage of a generate-until-N loop
 
-    def execute(self, unit: int) -> dict[int, dict[str, Any]]:
+    def execute(self, unit: int) -> dict[int, DoneMarker]:
         source = unit if self.rounds is None else self.rounds.source_shard(unit)
         if not self.src.is_done(source):
             raise TaskseedError(f"stage '{self.stage.name}' shard {unit}: input "
@@ -148,7 +161,7 @@ class FrameRun(StageRun):
     def is_done(self, unit: int) -> bool:
         return not self.pending()
 
-    def execute(self, unit: int = 0) -> dict[int, dict[str, Any]]:
+    def execute(self, unit: int = 0) -> dict[int, DoneMarker]:
         """Every pending shard, computed by Dask: on the active distributed client when there
         is one (the local executor's cluster), else on local threads (a Slurm task)."""
         import dask
@@ -181,9 +194,9 @@ def _commit_partition(part: Any, stage_name: str, out: StageDir, shard: int) -> 
     return commit(out, shard, result, Record, rows, time.perf_counter() - start)
 
 
-def _add(spent: Counter[str], marker: Mapping[str, Any]) -> None:
+def _add(spent: Counter[str], marker: DoneMarker) -> None:
     for key in SPEND_KEYS:
-        spent[key] += marker["counters"].get(key, 0)
+        spent[key] += marker.counters.get(key, 0)
 
 
 def model_of(stage: Stage) -> str:
@@ -312,7 +325,7 @@ class Engine:
         _ = self.spent
         return self._by_model.setdefault(model, Counter())
 
-    def add_spend(self, marker: Mapping[str, Any], stage: Stage | None = None) -> None:
+    def add_spend(self, marker: DoneMarker, stage: Stage | None = None) -> None:
         """Count the usage of a shard committed since the total was last read."""
         if self._spent is not None:
             _add(self._spent, marker)
@@ -331,3 +344,16 @@ class Engine:
         (a teacher server that cannot be reached fails here, in one line)."""
         self.check_budget(run)
         run.stage.check_ready()
+
+    def account(self, run: StageRun, markers: dict[int, DoneMarker]) -> None:
+        """Count the spend of units just committed (the next gate sees it)."""
+        for marker in markers.values():
+            self.add_spend(marker, run.stage)
+
+    def run_unit(self, run: StageRun, unit: int) -> dict[int, DoneMarker]:
+        """The unit loop in this process: gate, run it tracked, commit, count its spend.
+        Executors that run units elsewhere (Dask workers) split it at `run_tracked`."""
+        self.before_work(run)
+        markers = run.run_tracked(unit)
+        self.account(run, markers)
+        return markers

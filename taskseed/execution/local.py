@@ -12,9 +12,9 @@ from typing import Any
 
 from taskseed.config.pipeline import ExecutorConfig
 from taskseed.curation.errors import TaskseedError
+from taskseed.curation.stage import DoneMarker
 from taskseed.execution.engine import Engine, StageRun
 from taskseed.execution.shard import release_all
-from taskseed.rundir.units import tracked
 from taskseed.views.progress import ProgressView
 from taskseed.views.summary import StageReport
 
@@ -33,11 +33,10 @@ class UnitFailed:
     message: str
 
 
-def execute_unit(run: StageRun, unit: int) -> dict[int, dict] | UnitFailed:
+def execute_unit(run: StageRun, unit: int) -> dict[int, DoneMarker] | UnitFailed:
     """One unit of work on a Dask worker."""
     try:
-        with tracked(run.out, unit):
-            return run.execute(unit)
+        return run.run_tracked(unit)
     except TaskseedError as err:
         return UnitFailed(str(err))
 
@@ -124,7 +123,7 @@ class LocalExecutor:
 
     def _run_all(self, engine: Engine, runs: list[StageRun]) -> list[StageReport]:
         by_stage: dict[int, StageReport] = {}
-        ran: dict[int, dict[int, dict]] = {}  # shards run in this invocation, per stage
+        ran: dict[int, dict[int, DoneMarker]] = {}  # shards run in this invocation, per stage
         i = 0
         while i < len(runs):
             started = time.perf_counter()
@@ -147,33 +146,31 @@ class LocalExecutor:
             i += 1
         return self.reports
 
-    def _run_stage(self, engine: Engine, run: StageRun) -> dict[int, dict]:
+    def _run_stage(self, engine: Engine, run: StageRun) -> dict[int, DoneMarker]:
         """The stage's pending units, then its finalize step; the markers of what ran."""
         units = run.units()
-        if units:
+        if units and not run.whole_dataset:
             engine.before_work(run)
         self._say(f"[{run.stage.name}] {run.shards} shards, {len(run.pending())} to run")
         if self.view is not None:
             self.view.start_stage(run.stage.name, run.out.path, len(units), run.index)
         if run.whole_dataset:
-            ran = {}
-            if units:
-                with tracked(run.out, units[0]):
-                    ran = run.execute(units[0])
+            ran = engine.run_unit(run, units[0]) if units else {}
         else:
             ran = self._run_units(engine, run, units)
         self._client.run(release_all)
         run.finalize()
         return ran
 
-    def _run_units(self, engine: Engine, run: StageRun, units: list[int]) -> dict[int, dict]:
+    def _run_units(self, engine: Engine, run: StageRun, units: list[int]
+                   ) -> dict[int, DoneMarker]:
         """Units on the cluster's workers; the budget gate after each one that spent, and
         the progress display refreshed while they run."""
         from distributed import wait
 
         futures = {self._client.submit(execute_unit, run, unit, pure=False): unit
                    for unit in units}
-        done: dict[int, dict] = {}
+        done: dict[int, DoneMarker] = {}
         waiting = set(futures)
         try:
             while waiting:
@@ -192,7 +189,7 @@ class LocalExecutor:
         return done
 
     def _collect(self, engine: Engine, run: StageRun, unit: int, future: Any,
-                 done: dict[int, dict], total: int) -> None:
+                 done: dict[int, DoneMarker], total: int) -> None:
         from distributed import KilledWorker
 
         from taskseed.execution.worker_crash import explain
@@ -218,6 +215,5 @@ class LocalExecutor:
         if self.view is not None:
             for marker in markers.values():
                 self.view.unit_done(marker)
-        for marker in markers.values():
-            engine.add_spend(marker, run.stage)
+        engine.account(run, markers)
         engine.check_budget(run)

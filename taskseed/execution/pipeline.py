@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskseed.config.pipeline import LoadedConfig
 from taskseed.curation.errors import ConfigError, TaskseedError
 from taskseed.curation.io.yamlconf import validate
 from taskseed.curation.stage import BuildContext, Stage
+from taskseed.generation.model_stage import ModelStage
 from taskseed.registry import load_plugins, stage_class, stage_names
 from taskseed.rundir.seed_lookup import RunSeeds
+
+if TYPE_CHECKING:
+    from taskseed.execution.engine import Engine
 
 
 def build_context(loaded: LoadedConfig) -> BuildContext:
@@ -26,6 +30,15 @@ def build_context(loaded: LoadedConfig) -> BuildContext:
     models = {name: cached(cfg, cache / name) for name, cfg in loaded.config.models.items()}
     return BuildContext(loaded.specs, loaded.seeds_root, loaded.run_dir, teacher, models,
                         RunSeeds(loaded.run_dir), loaded.path.parent)
+
+
+def build_engine(loaded: LoadedConfig, run_dir: Path | None = None) -> Engine:
+    """The one way to get an engine from a config: its stages over its run directory (or
+    `run_dir`), with its budget and generate-until-N loop."""
+    from taskseed.execution.engine import Engine
+
+    return Engine.at(build_stages(loaded), run_dir or loaded.run_dir, loaded.config.budget,
+                     loaded.config.accept)
 
 
 def build_stages(loaded: LoadedConfig) -> list[Stage]:
@@ -86,11 +99,13 @@ def terms_warnings(stages: list[Stage]) -> list[str]:
 
     policy, out, seen = load_model_licenses(), [], set()
     for stage in stages:
-        cfg = getattr(stage, "teacher_cfg", None)
-        if not getattr(stage, "writes_text", False) or id(cfg) in seen:
+        if not isinstance(stage, ModelStage) or not stage.writes_text:
+            continue
+        cfg = stage.model_cfg
+        if id(cfg) in seen:
             continue
         seen.add(id(cfg))
-        role, name = getattr(stage.params, "model", "teacher"), cfg.terms_name()
+        role, name = stage.params.model, cfg.terms_name()
         differs = policy.disagreement(name, cfg.license)
         out += [f"{role}: {differs}"] if differs else []
         terms = cfg.terms()

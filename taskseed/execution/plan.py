@@ -10,8 +10,7 @@ from pathlib import Path
 from taskseed.config.pipeline import LoadedConfig, load_config
 from taskseed.curation.record import Record
 from taskseed.curation.stage import Stage
-from taskseed.execution.engine import Engine
-from taskseed.execution.pipeline import build_stages
+from taskseed.execution.pipeline import build_engine
 from taskseed.generation.model_stage import TeacherStage
 
 CHARS_PER_TOKEN = 4.0
@@ -63,7 +62,7 @@ def plan_run(
     by one request per record.
     """
     loaded = load_config(config, overlays, sets=sets)
-    runs = Engine.at(build_stages(loaded), loaded.run_dir).prepare(write=False)
+    runs = build_engine(loaded).prepare(write=False)
     plans: list[StagePlan] = []
     downstream = 0
     per_record_tokens = 0.0

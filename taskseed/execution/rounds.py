@@ -90,7 +90,7 @@ class Rounds:
         stats: dict[str, Counter[str]] = {}
         for out in loop:
             for shard in out.done_shards():
-                for key, value in out.read_marker(shard)["counters"].items():
+                for key, value in out.read_marker(shard).counters.items():
                     name, _, task = key.partition(":")
                     if task and name in TASK_COUNTERS:
                         stats.setdefault(task, Counter())[name] += value

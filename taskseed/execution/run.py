@@ -10,7 +10,7 @@ from taskseed.config.pipeline import LoadedConfig, load_config
 from taskseed.curation.errors import TaskseedError
 from taskseed.execution.engine import Engine, model_of
 from taskseed.execution.local import LocalExecutor, Progress, stderr_progress
-from taskseed.execution.pipeline import build_stages, terms_warnings
+from taskseed.execution.pipeline import build_engine, terms_warnings
 from taskseed.execution.servers import serving
 from taskseed.views.summary import write_summary
 
@@ -25,13 +25,11 @@ def run_pipeline(
     """Run every stage; rerunning on the same run directory only finishes what is missing."""
     start = time.perf_counter()
     loaded = load_config(config_path, overlays, run_dir, sets=sets)
-    engine = Engine.at(build_stages(loaded), loaded.run_dir, loaded.config.budget,
-                       loaded.config.accept)
+    engine = build_engine(loaded)
     engine.run_dir.write_config(loaded.resolved, loaded.hash)
     with serving(loaded, models_with_work(engine), loaded.run_dir / "logs") as served:
         if served is not loaded:  # the stages call the servers this run started
-            engine = Engine.at(build_stages(served), served.run_dir, served.config.budget,
-                               served.config.accept)
+            engine = build_engine(served)
         return _execute(engine, served, progress, start)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from taskseed.config.pipeline import LoadedConfig
 from taskseed.curation.errors import TaskseedError
+from taskseed.generation.backends.base import BackendConfig
 from taskseed.generation.servers.managed import (
     ManagedServer,
     ServerConfig,
@@ -23,27 +24,27 @@ from taskseed.generation.servers.managed import (
 TEACHER = "teacher"
 
 
-def model_config(loaded: LoadedConfig, name: str) -> Any:
+def model_config(loaded: LoadedConfig, name: str) -> BackendConfig | None:
     """The config of a named model: `teacher` or a key of `models:` (None: unknown)."""
     return loaded.config.teacher if name == TEACHER else loaded.config.models.get(name)
 
 
-def spanning_launch(cfg: Any, gpus_per_node: int | None) -> TPLaunch | None:
+def spanning_launch(cfg: BackendConfig | None, gpus_per_node: int | None) -> TPLaunch | None:
     """The multi-node launch of a model whose tensor parallelism exceeds a node's GPUs: an
     in-process TensorRT-LLM model or a managed trtllm-serve (None: it fits one node)."""
     if not gpus_per_node:
         return None
-    server = getattr(cfg, "server", None)
-    if isinstance(server, ServerConfig):
-        tp = server.gpus() if server.launch == "trtllm-serve" else 0
-    elif getattr(cfg, "in_process_gpu", False):
-        tp = int(cfg.tensor_parallel_size)
-    else:
+    if cfg is None:
         return None
+    server = cfg.managed_server()
+    if server is not None:
+        tp = server.gpus() if server.launch == "trtllm-serve" else 0
+    else:
+        tp = cfg.in_process_gpus()
     return tensor_parallel_launch(tp, gpus_per_node) if tp > gpus_per_node else None
 
 
-def model_gpus(cfg: Any, gpus_per_node: int | None = None) -> int:
+def model_gpus(cfg: BackendConfig | None, gpus_per_node: int | None = None) -> int:
     """GPUs one node needs for a model config.
 
     `tensor_parallel_size` of an in-process TensorRT-LLM model or of a managed server
@@ -53,20 +54,18 @@ def model_gpus(cfg: Any, gpus_per_node: int | None = None) -> int:
     spanning = spanning_launch(cfg, gpus_per_node)
     if spanning is not None:
         return spanning.ntasks_per_node
-    server = getattr(cfg, "server", None)
-    if isinstance(server, ServerConfig):
-        return server.gpus()
-    if getattr(cfg, "in_process_gpu", False):
-        return int(cfg.tensor_parallel_size)
-    return 0
+    if cfg is None:
+        return 0
+    server = cfg.managed_server()
+    return server.gpus() if server is not None else cfg.in_process_gpus()
 
 
 def managed_models(loaded: LoadedConfig) -> dict[str, ServerConfig]:
     """`teacher` and the `models:` keys whose config has a `server`, teacher first."""
     names = [TEACHER, *loaded.config.models]
     configs = {name: model_config(loaded, name) for name in names}
-    return {name: cfg.server for name, cfg in configs.items()
-            if isinstance(getattr(cfg, "server", None), ServerConfig)}
+    return {name: cfg.managed_server() for name, cfg in configs.items()
+            if cfg is not None and cfg.managed_server() is not None}
 
 
 def with_base_urls(loaded: LoadedConfig, urls: dict[str, str]) -> LoadedConfig:

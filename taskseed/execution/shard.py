@@ -7,7 +7,7 @@ from collections import Counter
 from typing import Any
 
 from taskseed.curation.record import Record
-from taskseed.curation.stage import Stage, StageResult
+from taskseed.curation.stage import DoneMarker, Stage, StageResult
 from taskseed.rundir.layout import StageDir
 
 _READY: dict[str, Stage] = {}
@@ -41,18 +41,14 @@ def release_all() -> None:
 
 def commit(
     out: StageDir, shard: int, result: StageResult, kind: type, inputs: int, seconds: float
-) -> dict[str, Any]:
+) -> DoneMarker:
     """Write one shard's items, rejects and done marker; returns the marker."""
-    reasons = Counter(r.reason for r in result.rejects)
-    marker = {
-        "inputs": inputs,
-        "outputs": len(result.items),
-        "rejects": dict(sorted(reasons.items())),
-        "counters": dict(sorted(result.counters.items())),
-        "seconds": round(seconds, 3),
-    }
-    if result.failures:  # requests a model could not answer usably, for failures.jsonl
-        marker["failures"] = [f.to_dict() for f in result.failures]
+    marker = DoneMarker(
+        inputs=inputs, outputs=len(result.items),
+        rejects=dict(Counter(r.reason for r in result.rejects)),
+        counters=dict(result.counters), seconds=seconds,
+        # requests a model could not answer usably, for failures.jsonl
+        failures=[f.to_dict() for f in result.failures] or None)
     out.write_shard(shard, result.items, kind, result.rejects, marker)
     return marker
 

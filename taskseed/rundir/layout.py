@@ -13,6 +13,7 @@ from taskseed.curation.errors import TaskseedError
 from taskseed.curation.io.arrow import read_parquet, write_parquet
 from taskseed.curation.io.files import write_json
 from taskseed.curation.record import Reject
+from taskseed.curation.stage import DoneMarker
 
 
 @dataclass(frozen=True)
@@ -39,16 +40,21 @@ class StageDir:
     def done_shards(self) -> list[int]:
         return sorted(int(p.stem.split("-")[1]) for p in self.path.glob("part-*.done"))
 
-    def read_marker(self, shard: int) -> dict[str, Any]:
-        return json.loads(self.done_path(shard).read_text())
+    def read_marker(self, shard: int) -> DoneMarker:
+        return DoneMarker.from_dict(json.loads(self.done_path(shard).read_text()))
+
+    def markers(self) -> list[DoneMarker]:
+        """The done marker of every committed shard, in shard order."""
+        return [self.read_marker(shard) for shard in self.done_shards()]
 
     def write_shard(
-        self, shard: int, items: list[Any], kind: type, rejects: list[Reject], marker: dict
+        self, shard: int, items: list[Any], kind: type, rejects: list[Reject],
+        marker: DoneMarker
     ) -> None:
         """Write a shard, its rejects, then its done marker: the marker is the commit."""
         write_parquet(self.shard_path(shard), items, kind)
         write_parquet(self.rejects_path(shard), rejects, Reject)
-        write_json(self.done_path(shard), marker)
+        write_json(self.done_path(shard), marker.to_dict())
 
     def read_shard(self, shard: int, kind: type) -> list[Any]:
         return read_parquet(self.shard_path(shard), kind)
@@ -71,6 +77,19 @@ class RunDir:
 
     def stage(self, index: int, name: str) -> StageDir:
         return StageDir(self.path / "stages" / f"{index:02d}-{name}")
+
+    def stage_dirs(self) -> list[tuple[int, str, StageDir]]:
+        """Every `stages/NN-name` folder as (number, name, folder), in order."""
+        out = []
+        for folder in sorted((self.path / "stages").glob("[0-9][0-9]-*")):
+            number, _, name = folder.name.partition("-")
+            if folder.is_dir() and number.isdigit():
+                out.append((int(number), name, StageDir(folder)))
+        return out
+
+    def stage_files(self, name: str) -> list[Path]:
+        """A file of that name in any stage folder (e.g. `decontamination.json`), in order."""
+        return [d.path / name for _, _, d in self.stage_dirs() if (d.path / name).exists()]
 
     def claim_stage(
         self, stage_dir: StageDir, fingerprint: str, name: str, write: bool = True

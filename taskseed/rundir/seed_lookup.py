@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from taskseed.curation.record import Record
-from taskseed.rundir.layout import StageDir
+from taskseed.rundir.layout import RunDir, StageDir
 
 
 class RunSeeds:
@@ -24,8 +24,7 @@ class RunSeeds:
     def _load(self) -> dict[str, Record]:
         if self._by_id is None:
             self._by_id = {}
-            for folder in sorted((self.run_dir / "stages").glob(f"*-{self.stage}")):
-                out = StageDir(folder)
+            for out in self._folders():
                 for shard in out.done_shards():
                     for record in out.read_shard(shard, Record):
                         self._by_id[record.id] = record
@@ -33,9 +32,10 @@ class RunSeeds:
 
     def files(self) -> list[Path]:
         """The Parquet shards of the run's normalized seeds (a frame stage reads them whole)."""
-        return [StageDir(folder).shard_path(shard)
-                for folder in sorted((self.run_dir / "stages").glob(f"*-{self.stage}"))
-                for shard in StageDir(folder).done_shards()]
+        return [out.shard_path(shard) for out in self._folders() for shard in out.done_shards()]
+
+    def _folders(self) -> list[StageDir]:
+        return [out for _, name, out in RunDir(self.run_dir).stage_dirs() if name == self.stage]
 
     def records(self) -> list[Record]:
         """Every normalized seed record of the run."""

@@ -28,6 +28,11 @@ def running_path(out: StageDir, unit: int) -> Path:
     return out.path / f"part-{unit:05d}.running"
 
 
+def running_paths(out: StageDir) -> list[Path]:
+    """The running markers of a stage folder's units."""
+    return sorted(out.path.glob("part-*.running"))
+
+
 def failed_path(out: StageDir, unit: int) -> Path:
     return out.path / f"part-{unit:05d}.failed"
 

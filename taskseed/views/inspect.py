@@ -23,6 +23,7 @@ import yaml
 
 from taskseed.curation.errors import TaskseedError
 from taskseed.curation.io.arrow import RAW_SCHEMA, RECORD_SCHEMA, REJECT_SCHEMA
+from taskseed.curation.stage import DoneMarker
 from taskseed.rundir.layout import StageDir
 
 TEXT_FIELDS = ("question", "answer", "context", "reasoning")
@@ -166,7 +167,7 @@ def record_dict(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _committed(stage: Path, rejects: bool) -> tuple[list[Path], list[dict[str, Any]]]:
+def _committed(stage: Path, rejects: bool) -> tuple[list[Path], list[DoneMarker]]:
     out = StageDir(stage)
     shards = out.done_shards()
     paths = [out.rejects_path(s) if rejects else out.shard_path(s) for s in shards]
@@ -175,7 +176,7 @@ def _committed(stage: Path, rejects: bool) -> tuple[list[Path], list[dict[str, A
 
 def select_kept(stage: Path, query: Query, known_tasks: set[str]) -> Selection:
     files, marks = _committed(stage, rejects=False)
-    total = sum(m.get("outputs", 0) for m in marks)
+    total = sum(m.outputs for m in marks)
     if not files:
         return Selection(stage, "records", [], 0, total)
     raw = "payload" in pq.read_schema(files[0]).names

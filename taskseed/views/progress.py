@@ -16,7 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskseed.rundir.units import read
+from taskseed.curation.stage import DoneMarker
+from taskseed.rundir.layout import StageDir
+from taskseed.rundir.units import read, running_paths
 
 Lines = Callable[[str], None]
 
@@ -51,16 +53,16 @@ class StageMeter:
     tokens: int = 0
     started: float = field(default_factory=time.monotonic)
 
-    def unit_done(self, marker: dict[str, Any]) -> None:
+    def unit_done(self, marker: DoneMarker) -> None:
         self.done += 1
-        self.inputs += marker.get("inputs", 0)
-        self.outputs += marker.get("outputs", 0)
-        self.tokens += marker.get("counters", {}).get("completion_tokens", 0)
+        self.inputs += marker.inputs
+        self.outputs += marker.outputs
+        self.tokens += marker.counters.get("completion_tokens", 0)
 
     def live(self) -> dict[str, float]:
         """The summed live counts of this stage's running units."""
         total: dict[str, float] = {}
-        for path in self.folder.glob("part-*.running"):
+        for path in running_paths(StageDir(self.folder)):
             info = read(path) or {}
             for key, value in (info.get("live") or {}).items():
                 total[key] = total.get(key, 0) + value

@@ -186,13 +186,11 @@ def format_status(run_dir: Path, stages: list[StageStatus], failures: list[UnitF
 
 
 def status_command(args: argparse.Namespace) -> int:
-    from taskseed.execution.engine import Engine
-    from taskseed.execution.pipeline import build_stages
+    from taskseed.execution.pipeline import build_engine
 
     run_dir = args.run
     loaded = _loaded_for(run_dir, args)
-    engine = Engine.at(build_stages(loaded), run_dir, loaded.config.budget,
-                       loaded.config.accept)
+    engine = build_engine(loaded, run_dir)
     runs = engine.prepare(write=False)
     stages, failures = collect(runs)
     record = run_dir / "logs" / "slurm-jobs.json"

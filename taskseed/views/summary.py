@@ -8,6 +8,7 @@ from typing import Any
 
 from taskseed.config.budget import BudgetConfig
 from taskseed.curation.io.files import write_json
+from taskseed.curation.stage import DoneMarker
 from taskseed.rundir.layout import RunDir, StageDir
 
 EXAMPLES = 3  # reject details shown per stage and reason
@@ -28,21 +29,21 @@ class StageReport:
     examples: dict[str, list[str]] = field(default_factory=dict)  # first details per reason
 
     @classmethod
-    def collect(cls, name: str, out: StageDir, ran: dict[int, dict], seconds: float) -> StageReport:
+    def collect(cls, name: str, out: StageDir, ran: dict[int, DoneMarker], seconds: float
+                ) -> StageReport:
         """Totals over every done shard, plus counters of the shards run in this invocation."""
         rejects: Counter[str] = Counter()
         counters: Counter[str] = Counter()
         now: Counter[str] = Counter()
         inputs = outputs = 0
         shards = out.done_shards()
-        for shard in shards:
-            m = out.read_marker(shard)
-            inputs += m["inputs"]
-            outputs += m["outputs"]
-            rejects.update(m["rejects"])
-            counters.update(m["counters"])
+        for m in out.markers():
+            inputs += m.inputs
+            outputs += m.outputs
+            rejects.update(m.rejects)
+            counters.update(m.counters)
         for m in ran.values():
-            now.update(m["counters"])
+            now.update(m.counters)
         planned = counters.get("planned", 0)
         coverage = round(counters.get("accepted", 0) / planned, 4) if planned else None
         return cls(

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskseed.curation.errors import TaskseedError
 from taskseed.curation.io.files import write_json
+from taskseed.curation.stage import DoneMarker
 from taskseed.execution.engine import Engine, StageRun, model_of
 from taskseed.execution.slurm.jobgraph import Job, parse_span, plan_graph
 from taskseed.execution.slurm.scripts import (
@@ -42,7 +43,6 @@ from taskseed.execution.slurm.scripts import (
     templates_dir,
     with_dependency,
 )
-from taskseed.rundir.units import tracked
 
 if TYPE_CHECKING:
     from taskseed.config.pipeline import LoadedConfig
@@ -55,10 +55,9 @@ __all__ = ["array_spec", "submit", "run_shard", "run_frames", "finish", "main"]
 
 
 def _engine(loaded: LoadedConfig) -> Engine:
-    from taskseed.execution.pipeline import build_stages
+    from taskseed.execution.pipeline import build_engine
 
-    return Engine.at(build_stages(loaded), loaded.run_dir, loaded.config.budget,
-                     loaded.config.accept)
+    return build_engine(loaded)
 
 
 def _load(invocation: Invocation) -> LoadedConfig:
@@ -84,17 +83,17 @@ def _check_shard(run: StageRun, shard: int) -> None:
         raise TaskseedError(f"stage '{run.stage.name}' has {run.shards} shards, not {shard}")
 
 
-def _print_unit(folder: str, shard: int, marker: dict | None) -> None:
+def _print_unit(folder: str, shard: int, marker: DoneMarker | None) -> None:
     if marker is None:
         print(f"{folder} shard {shard}: already done, skipped", flush=True)
     else:
-        print(f"{folder} shard {shard}: {marker['inputs']} in -> {marker['outputs']} out "
-              f"in {marker['seconds']:.1f} s", flush=True)
+        print(f"{folder} shard {shard}: {marker.inputs} in -> {marker.outputs} out "
+              f"in {marker.seconds:.1f} s", flush=True)
 
 
 def run_shard(invocation: Invocation, span: str, shard: int,
-              report: Callable[[str, int, dict | None], None] = _print_unit,
-              ) -> dict[str, dict | None]:
+              report: Callable[[str, int, DoneMarker | None], None] = _print_unit,
+              ) -> dict[str, DoneMarker | None]:
     """Shard `shard` through the stages of `span` (`3` or `2-5`), each stage's result
     committed before the next starts; done stages are skipped (None). `report` hears of
     each stage as it ends."""
@@ -120,19 +119,14 @@ def run_shard(invocation: Invocation, span: str, shard: int,
             engine = _engine(served)
             group = _group(engine, span)
         set_backend(served.config.executor.backend)
-        done: dict[str, dict | None] = {}
+        done: dict[str, DoneMarker | None] = {}
         try:
             for run in group:
                 if run.is_done(shard):
                     done[run.folder] = None
                     report(run.folder, shard, None)
                     continue
-                engine.before_work(run)
-                with tracked(run.out, shard):
-                    markers = run.execute(shard)
-                for marker in markers.values():
-                    engine.add_spend(marker, run.stage)
-                done[run.folder] = markers.get(shard)
+                done[run.folder] = engine.run_unit(run, shard).get(shard)
                 report(run.folder, shard, done[run.folder])
         finally:
             release_all()
@@ -186,10 +180,8 @@ def run_frames(invocation: Invocation, span: str, scheduler_file: Path | None,
             if not units:
                 ran[run.folder] = 0
                 continue
-            engine.before_work(run)
             started = time.perf_counter()
-            with tracked(run.out, 0):
-                markers = run.execute(0)
+            markers = engine.run_unit(run, 0)
             ran[run.folder] = len(markers)
             print(f"{run.folder}: {len(markers)} shards in "
                   f"{time.perf_counter() - started:.1f} s", flush=True)
@@ -325,7 +317,7 @@ def _launch_prefix(loaded: LoadedConfig, job: Job) -> str:
 
     for name in job.models:
         spanning = _spanning(loaded, name)
-        if spanning is not None and getattr(model_config(loaded, name), "server", None) is None:
+        if spanning is not None and model_config(loaded, name).managed_server() is None:
             words = list(spanning.launcher)
             container = loaded.config.slurm.container
             if container is not None:

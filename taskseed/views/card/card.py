@@ -247,10 +247,10 @@ def processing_section(run_dir: Path) -> str:
         done = markers(folder)
         drops: dict[str, int] = {}
         for m in done:
-            for reason, n in m.get("rejects", {}).items():
+            for reason, n in m.rejects.items():
                 drops[reason] = drops.get(reason, 0) + n
-        rows.append([folder.name, len(done), sum(m.get("inputs", 0) for m in done),
-                     sum(m.get("outputs", 0) for m in done),
+        rows.append([folder.name, len(done), sum(m.inputs for m in done),
+                     sum(m.outputs for m in done),
                      ", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "none"])
     return ("## Processing\n\nStages in run order (`taskseed inspect RUN --stage NAME "
             "--rejects` shows the dropped records and why).\n\n"
@@ -291,7 +291,7 @@ def decontam_reports(folders: list[tuple[str, Path]]) -> list[tuple[str, dict[st
 
 
 def semantic_drops(folders: list[tuple[str, Path]]) -> list[tuple[str, int]]:
-    return [(p.name, sum(sum(m.get("rejects", {}).values()) for m in markers(p)))
+    return [(p.name, sum(sum(m.rejects.values()) for m in markers(p)))
             for name, p in folders if name == "semantic_decontam"]
 
 

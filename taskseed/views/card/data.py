@@ -16,6 +16,8 @@ import pyarrow.dataset as ds
 import yaml
 
 from taskseed.curation.formats import DEFINITIONS
+from taskseed.curation.stage import DoneMarker
+from taskseed.rundir.layout import RunDir, StageDir
 
 CARD = "README.md"
 DECONTAM_REPORT = "decontamination.json"
@@ -75,16 +77,11 @@ class FinalData:
 
 def stage_folders(run_dir: Path) -> list[tuple[str, Path]]:
     """(name, folder) of every stage folder in run order."""
-    out = []
-    for path in sorted((run_dir / "stages").glob("[0-9]*-*")):
-        meta = path / "stage.json"
-        name = json.loads(meta.read_text()).get("name") if meta.exists() else None
-        out.append((name or path.name.split("-", 1)[1], path))
-    return out
+    return [(name, folder.path) for _, name, folder in RunDir(run_dir).stage_dirs()]
 
 
-def markers(folder: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("part-*.done"))]
+def markers(folder: Path) -> list[DoneMarker]:
+    return StageDir(folder).markers()
 
 
 def final_data(run_dir: Path) -> FinalData | None:

@@ -20,6 +20,7 @@ from taskseed.config.budget import SPEND_KEYS, BudgetConfig
 from taskseed.curation.errors import TaskseedError
 from taskseed.curation.io.arrow import from_table
 from taskseed.curation.record import Record
+from taskseed.rundir.layout import RunDir
 from taskseed.views.report.model import (
     _KEPT_ID,
     DEFAULT_MODEL,
@@ -132,7 +133,7 @@ def load_lengths(seeds: StageInfo | None, final: StageInfo | None
 
 def find_decontamination(run_dir: Path) -> dict[str, Any] | None:
     for path in [run_dir / "decontamination.json",
-                 *sorted(run_dir.glob("stages/*/decontamination.json"))]:
+                 *RunDir(run_dir).stage_files("decontamination.json")]:
         if path.exists():
             return json.loads(path.read_text())
     return None

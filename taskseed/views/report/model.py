@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from taskseed.curation.errors import TaskseedError
 from taskseed.curation.record import Record
-from taskseed.rundir.layout import StageDir
+from taskseed.rundir.layout import RunDir, StageDir
 
 SCORE_PREFIX = {"llm_judge": "judge.", "reward": "reward.", "self_consistency": "consistency."}
 DEFAULT_MODEL = {"llm_judge": "judge", "reward": "reward"}
@@ -61,7 +61,7 @@ class StageInfo:
         """Reject files of done shards (those that hold `reason`, when given)."""
         out = []
         for shard in self.dir.done_shards():
-            if reason is None or self.dir.read_marker(shard)["rejects"].get(reason):
+            if reason is None or self.dir.read_marker(shard).rejects.get(reason):
                 path = self.dir.rejects_path(shard)
                 if path.exists():
                     out.append(path)
@@ -192,22 +192,18 @@ def load_stages(run_dir: Path, config: dict[str, Any]) -> list[StageInfo]:
     """Every `stages/NN-name` folder with its done markers added up."""
     entries = config.get("stages") or []
     out = []
-    for folder in sorted((run_dir / "stages").glob("[0-9][0-9]-*")):
-        if not folder.is_dir():
-            continue
-        number, _, name = folder.name.partition("-")
-        index = int(number)
+    for index, name, folder in RunDir(run_dir).stage_dirs():
         entry = entries[index - 1] if 0 < index <= len(entries) else {}
         entry = entry if isinstance(entry, dict) and entry.get("name") == name else {}
-        info = StageInfo(index, name, StageDir(folder), stage_params(name, entry))
+        info = StageInfo(index, name, folder, stage_params(name, entry))
         for shard in info.dir.done_shards():
             marker = info.dir.read_marker(shard)
             info.shards += 1
-            info.inputs += marker.get("inputs", 0)
-            info.outputs += marker.get("outputs", 0)
-            info.rejects.update(marker.get("rejects", {}))
-            info.counters.update(marker.get("counters", {}))
-            info.seconds += marker.get("seconds", 0.0)
+            info.inputs += marker.inputs
+            info.outputs += marker.outputs
+            info.rejects.update(marker.rejects)
+            info.counters.update(marker.counters)
+            info.seconds += marker.seconds
             if not info.columns and info.dir.shard_path(shard).exists():
                 info.columns = pq.read_schema(info.dir.shard_path(shard)).names
         out.append(info)
@@ -220,7 +216,7 @@ def check_run_dir(run_dir: Path) -> None:
         raise TaskseedError(f"{run_dir}: no such directory")
     if not run_dir.is_dir():
         raise TaskseedError(f"{run_dir}: not a run directory (a file)")
-    has_stages = any((run_dir / "stages").glob("[0-9][0-9]-*"))
+    has_stages = bool(RunDir(run_dir).stage_dirs())
     if not (run_dir / "config.yaml").exists() or not has_stages:
         raise TaskseedError(f"{run_dir}: not a run directory (it needs config.yaml and "
                             "stages/NN-name folders; `taskseed run` makes one)")
