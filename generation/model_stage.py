@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import xxhash
 from pydantic import Field
 from taskseed.curation.errors import RowError, TaskseedError
-from taskseed.curation.io import progress
+from taskseed.curation.io import live_counts
 from taskseed.curation.record import ModelText, Record, Reject
 from taskseed.curation.stage import (
     BatchStage,
@@ -313,18 +313,18 @@ class TeacherStage(ModelStage, BatchStage[TP]):
         out: list[TeacherResponse] = []
         size = self.params.batch_size
         concurrency = self.model_cfg.concurrency
-        progress.add(requests_planned=len(requests))
+        live_counts.add(requests_planned=len(requests))
         for start in range(0, len(requests), size):
             batch = requests[start : start + size]
             left = [len(batch)]
 
             def answered(_: int, response: TeacherResponse, left: list[int] = left) -> None:
                 left[0] -= 1
-                progress.put(in_flight=min(concurrency, left[0]))
-                progress.add(requests_done=1,
+                live_counts.put(in_flight=min(concurrency, left[0]))
+                live_counts.add(requests_done=1,
                              completion_tokens=response.usage.completion_tokens)
 
-            progress.put(in_flight=min(concurrency, len(batch)))
+            live_counts.put(in_flight=min(concurrency, len(batch)))
             out.extend(teacher.generate(batch, answered))
         self.count_usage(counters, before)
         unanswered = [r for r in out if r.fatal]

@@ -32,7 +32,7 @@ from taskseed.generation.stages.generate import GenerateParams, GenerateStage
 from workspace import write_task
 
 from taskseed.config.pipeline import load_config
-from taskseed.execution.servers import managed_models, model_gpus, place_on_gpus, serving
+from taskseed.execution.serving import managed_models, model_gpus, place_on_gpus, serving
 
 PY = sys.executable
 HTTP_SERVER = [PY, "-m", "http.server", "{port}", "--bind", "{host}"]

@@ -27,7 +27,7 @@ from test_managed_server import port_closed, running_with
 from workspace import write_task
 
 from taskseed.config.pipeline import load_config
-from taskseed.execution.servers import serving
+from taskseed.execution.serving import serving
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from taskseed.curation.io import progress
+from taskseed.curation.io import live_counts as progress
 from taskseed.generation.servers.fake import FakeOpenAIServer
 from workspace import write_task
 

@@ -132,7 +132,7 @@ class OpenAIConfig(BackendConfig):
     """Any OpenAI-compatible server (`backend: openai`): trtllm-serve, vLLM, NIM, OpenAI.
 
     Give `base_url` for a server that runs elsewhere, or `server` for one the job starts on
-    its node (`taskseed.execution.servers.serving` fills in `base_url`). The API key is read
+    its node (`taskseed.execution.serving.serving` fills in `base_url`). The API key is read
     from the environment variable named by `api_key_env`; it is never part of a config.
     """
 

@@ -17,13 +17,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from taskseed.config.budget import BudgetConfig
-from taskseed.config.models import ModelConfig
 from taskseed.config.slurm import SlurmConfig
 from taskseed.curation.errors import ConfigError
 from taskseed.curation.io.yamlconf import read_yaml, validate
 from taskseed.curation.seeds.taskspec import TaskSpec, load_task_specs
 from taskseed.execution.rounds import AcceptConfig
-from taskseed.generation.backends.catalog import TeacherConfig
+from taskseed.generation.backends.catalog import ModelConfig, TeacherConfig
 from taskseed.generation.backends.embedded import EmbeddedConfig
 
 SEEDS_ROOT_ENV = "TASKSEED_SEEDS_ROOT"

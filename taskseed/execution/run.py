@@ -11,7 +11,7 @@ from taskseed.curation.errors import TaskseedError
 from taskseed.execution.engine import Engine, model_of
 from taskseed.execution.local import LocalExecutor, Progress, stderr_progress
 from taskseed.execution.pipeline import build_engine, terms_warnings
-from taskseed.execution.servers import serving
+from taskseed.execution.serving import serving
 from taskseed.views.summary import write_summary
 
 

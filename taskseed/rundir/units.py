@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from taskseed.curation.io import progress
+from taskseed.curation.io import live_counts
 from taskseed.curation.io.files import write_json
 from taskseed.rundir.layout import StageDir
 
@@ -65,7 +65,7 @@ def tracked(out: StageDir, unit: int) -> Iterator[None]:
     info = {**where(), "started": time.time()}
     write_json(running_path(out, unit), info)
     try:
-        with progress.watch(_live_sink(out, unit, info)):
+        with live_counts.watch(_live_sink(out, unit, info)):
             yield
     except BaseException as exc:
         lines = traceback.format_exception_only(type(exc), exc)
@@ -78,7 +78,7 @@ def tracked(out: StageDir, unit: int) -> Iterator[None]:
     clear(out, unit)
 
 
-def _live_sink(out: StageDir, unit: int, info: dict[str, Any]) -> progress.Sink:
+def _live_sink(out: StageDir, unit: int, info: dict[str, Any]) -> live_counts.Sink:
     """Keep the unit's live counts in its running marker; in a Slurm job's log also print
     them every `PRINT_EVERY_S` seconds."""
     printed = [time.monotonic()]

@@ -98,7 +98,7 @@ def run_shard(invocation: Invocation, span: str, shard: int,
     committed before the next starts; done stages are skipped (None). `report` hears of
     each stage as it ends."""
     from taskseed.curation.io.frames import set_backend
-    from taskseed.execution.servers import serving
+    from taskseed.execution.serving import serving
     from taskseed.execution.shard import release_all
 
     loaded = _load(invocation)
@@ -263,7 +263,7 @@ def submission(engine: Engine, runs: list[StageRun]) -> list[StageRun]:
 
 
 def _gpus_of(loaded: LoadedConfig) -> Any:
-    from taskseed.execution.servers import model_config, model_gpus
+    from taskseed.execution.serving import model_config, model_gpus
 
     def gpus(name: str) -> int:
         cfg = model_config(loaded, name)
@@ -273,7 +273,7 @@ def _gpus_of(loaded: LoadedConfig) -> Any:
 
 
 def _spanning(loaded: LoadedConfig, name: str) -> TPLaunch | None:
-    from taskseed.execution.servers import model_config, spanning_launch
+    from taskseed.execution.serving import model_config, spanning_launch
 
     return spanning_launch(model_config(loaded, name), loaded.config.slurm.gpus_per_node)
 
@@ -310,10 +310,10 @@ def _launch_prefix(loaded: LoadedConfig, job: Job) -> str:
     """How a shard job starts its work step: under TensorRT-LLM's launcher (`srun --mpi=pmix
     ... trtllm-llmapi-launch`) when an in-process model's tensor parallelism spans nodes;
     empty for the default (`exec`, or `srun` into the container). A managed server that spans
-    nodes gets the launcher itself (`taskseed.execution.servers.place_on_gpus`)."""
+    nodes gets the launcher itself (`taskseed.execution.serving.place_on_gpus`)."""
     import shlex
 
-    from taskseed.execution.servers import model_config
+    from taskseed.execution.serving import model_config
 
     for name in job.models:
         spanning = _spanning(loaded, name)

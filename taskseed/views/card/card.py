@@ -16,11 +16,11 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from taskseed.config.models import ModelConfig
 from taskseed.curation.io.packaged_models import DEFAULT, MODELS
 from taskseed.curation.terms.commercial import obligations, terms_summary
 from taskseed.curation.terms.dataset_licenses import load_license_policy
 from taskseed.curation.terms.model_licenses import ModelTerms, load_model_licenses
+from taskseed.generation.backends.catalog import ModelConfig
 from taskseed.views.card.data import (
     CARD,
     DECONTAM_REPORT,
