@@ -82,6 +82,11 @@ class DoneMarker:
     failures: list[dict[str, Any]] | None = None
 
     @classmethod
+    def of(cls, marker: DoneMarker | dict[str, Any]) -> DoneMarker:
+        """A marker, given as one or as its fields."""
+        return marker if isinstance(marker, DoneMarker) else cls.from_dict(marker)
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DoneMarker:
         return cls(inputs=data.get("inputs", 0), outputs=data.get("outputs", 0),
                    rejects=dict(data.get("rejects") or {}),

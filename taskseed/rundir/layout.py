@@ -53,8 +53,7 @@ class StageDir:
     ) -> None:
         """Write a shard, its rejects, then its done marker: the marker is the commit (given
         as a `DoneMarker` or its fields)."""
-        if not isinstance(marker, DoneMarker):
-            marker = DoneMarker.from_dict(marker)
+        marker = DoneMarker.of(marker)
         write_parquet(self.shard_path(shard), items, kind)
         write_parquet(self.rejects_path(shard), rejects, Reject)
         write_json(self.done_path(shard), marker.to_dict())

@@ -236,7 +236,7 @@ def select_rejects(stage: Path, query: Query, known_tasks: set[str]) -> Selectio
     files, marks = _committed(stage, rejects=True)
     reasons: dict[str, int] = {}
     for mark in marks:
-        for reason, n in mark.get("rejects", {}).items():
+        for reason, n in mark.rejects.items():
             reasons[reason] = reasons.get(reason, 0) + n
     _check_known("reason", query.reasons, set(reasons), stage.name)
     total = sum(reasons.values())

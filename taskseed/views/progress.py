@@ -53,7 +53,8 @@ class StageMeter:
     tokens: int = 0
     started: float = field(default_factory=time.monotonic)
 
-    def unit_done(self, marker: DoneMarker) -> None:
+    def unit_done(self, marker: DoneMarker | dict[str, Any]) -> None:
+        marker = DoneMarker.of(marker)
         self.done += 1
         self.inputs += marker.inputs
         self.outputs += marker.outputs
@@ -141,7 +142,7 @@ class ProgressView:
             self._task = self._rich.add_task(name, total=max(units, 1), info="")
             self._refresh()
 
-    def unit_done(self, marker: dict[str, Any]) -> None:
+    def unit_done(self, marker: DoneMarker | dict[str, Any]) -> None:
         if self.meter is not None:
             self.meter.unit_done(marker)
         self.tick()
