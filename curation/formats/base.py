@@ -64,6 +64,12 @@ class Fields:
     knowledge: str | None = None
     tests: list[str] = field(default_factory=list)
 
+    def as_record_fields(self) -> dict[str, Any]:
+        """These fields as keyword arguments of a `Record`."""
+        return {name: getattr(self, name) for name in (
+            "question", "context", "choices", "answer", "answer_label", "reasoning",
+            "knowledge", "tests")}
+
 
 def text_schema() -> dict[str, Any]:
     """A non-empty string.

@@ -39,18 +39,13 @@ class TeacherRequest:
 
 
 @dataclass(slots=True)
-class TeacherResponse:
-    """A completed request; `error` is set when it failed after all retries.
+class ModelOutcome:
+    """What every model reply says of itself: `error` is set when it failed after all
+    retries, `detail` is the server's own message when it sent one, and `fatal` marks a
+    failure that says nothing about the request's content (the server was unreachable, timed
+    out, overloaded, or rejected the request itself): the work is not done and must not be
+    recorded as a failed example."""
 
-    `detail` is the server's own message, when it sent one. `fatal` marks a failure that
-    says nothing about the request's content (the server was unreachable, timed out,
-    overloaded, or rejected the request itself): the work is not done and must not be
-    recorded as a failed example.
-    """
-
-    text: str = ""
-    finish_reason: str = "stop"
-    usage: Usage = field(default_factory=Usage)
     error: str | None = None
     detail: str = ""
     fatal: bool = False
@@ -58,6 +53,15 @@ class TeacherResponse:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+@dataclass(slots=True)
+class TeacherResponse(ModelOutcome):
+    """A completed chat request: the reply's text, why it stopped, and its tokens."""
+
+    text: str = ""
+    finish_reason: str = "stop"
+    usage: Usage = field(default_factory=Usage)
 
 
 class Teacher(Protocol):

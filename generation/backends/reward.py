@@ -43,6 +43,7 @@ from taskseed.curation.record import Sampling
 from taskseed.generation.backends.base import (
     TRANSPORT,
     BackendConfig,
+    ModelOutcome,
     Teacher,
     TeacherRequest,
     TeacherResponse,
@@ -59,22 +60,11 @@ PARSE_ERRORS = (ValueError, KeyError, IndexError, TypeError, AttributeError)
 
 
 @dataclass(slots=True)
-class RewardReply:
-    """The scores of one (question, answer), or why there are none.
-
-    `fatal` marks a failure that says nothing about the item (the server could not be reached,
-    timed out, stayed overloaded, or refused the request): the work is not done. A reply that
-    came but could not be read is an error of that item only.
-    """
+class RewardReply(ModelOutcome):
+    """The scores of one (question, answer), or why there are none (a reply that came but
+    could not be read is an error of that item only)."""
 
     scores: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
-    detail: str = ""
-    fatal: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
 
 class RewardScorer(Protocol):
