@@ -38,11 +38,15 @@ SYSTEM_PROMPT = (
 class EnrichParams(TeacherParams):
     temperature: float = Field(0.3, ge=0, le=2)
     on_failure: Literal["keep", "drop"] = "keep"
+    # What the model writes: the reasoning to the answer, background knowledge, or both.
+    # A small model invents facts in background text: give it `[reasoning]`.
+    fields: list[Literal["reasoning", "knowledge"]] = Field(
+        default_factory=lambda: list(FIELDS), min_length=1)
 
 
-def missing_fields(record: Record) -> list[str]:
-    """The enrichment fields the record does not have yet, in a fixed order."""
-    return [f for f in FIELDS if not (getattr(record, f) or "").strip()]
+def missing_fields(record: Record, wanted: tuple[str, ...] | list[str] = FIELDS) -> list[str]:
+    """The enrichment fields (of `wanted`) the record does not have yet, in a fixed order."""
+    return [f for f in FIELDS if f in wanted and not (getattr(record, f) or "").strip()]
 
 
 def enrich_schema(fields: list[str]) -> dict[str, Any]:
@@ -127,7 +131,7 @@ class EnrichStage(TeacherStage[EnrichParams]):
         p = self.params
         planned = []
         for record in batch:
-            fields = missing_fields(record)
+            fields = missing_fields(record, p.fields)
             if not fields:
                 continue
             messages = render_enrich(record, fields)
