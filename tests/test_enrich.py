@@ -124,6 +124,21 @@ def test_rerun_is_answered_from_the_cache(server: FakeOpenAIServer, tmp_path: Pa
     assert after.counters["cache_hits"] == 3 and after.counters["teacher_calls"] == 0
 
 
+def test_fields_limit_what_the_model_writes(server: FakeOpenAIServer) -> None:
+    records = batch()
+    stage = stage_for(server, fields=["reasoning"])
+    result = stage.process(records, shard=0)
+    stage.teardown()
+    asked = [tuple(r.body["response_format"]["json_schema"]["schema"]["required"])
+             for r in server.requests if r.body]
+    assert asked == [("reasoning",), ("reasoning",)]  # the math record has its reasoning
+    assert [r.reasoning for r in result.items] == [REASONING, REASONING, "3 + 4 = 7"]
+    assert all(r.knowledge is None for r in result.items)
+    assert result.counters["enrich_skipped"] == 1
+    with pytest.raises(ValueError):
+        EnrichParams(fields=[])
+
+
 def test_complete_records_are_not_sent(server: FakeOpenAIServer) -> None:
     done = record("Q?", "A", reasoning="because", knowledge="facts")
     stage = stage_for(server)
