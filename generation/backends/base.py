@@ -38,7 +38,7 @@ class TeacherRequest:
         return xxhash.xxh3_128_hexdigest(payload.encode("utf-8"))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class ModelOutcome:
     """What every model reply says of itself: `error` is set when it failed after all
     retries, `detail` is the server's own message when it sent one, and `fatal` marks a
