@@ -30,6 +30,15 @@ class Section:
     context: Callable[[ReportData], dict[str, Any]]
 
 
+def plot_section(order: int, anchor: str, title: str, heading: str,
+                 plot: Callable[[ReportData], Any], empty: str) -> Section:
+    """A section that is one plot, or a line saying why there is none."""
+    template = ('{% from "macros.html.j2" import plot_or_line %}\n'
+                "{{ plot_or_line(plot, empty) }}\n")
+    return Section(order, anchor, title, heading, template,
+                   lambda data: {"plot": plot(data), "empty": empty})
+
+
 def sections() -> list[Section]:
     """Every section in this folder, in report order."""
     found = [m.SECTION for m in modules(__name__) if isinstance(getattr(m, "SECTION", None),
