@@ -173,12 +173,17 @@ def test_the_fingerprint_is_the_same_whatever_port_or_node_serves_it() -> None:
 
 
 def test_tensor_parallel_launch_spans_nodes_as_trtllm_documents() -> None:
-    one = tensor_parallel_launch(4, 8)
-    assert (one.nodes, one.ntasks_per_node, one.launcher) == (1, 4, ())
+    one = tensor_parallel_launch(4, 8)  # one node: still under the launcher, as documented
+    assert (one.nodes, one.ntasks_per_node) == (1, 4)
+    assert one.launcher(4) == ["srun", "--overlap", "--mpi=pmix", "--nodes=1", "--ntasks=4",
+                               "--ntasks-per-node=4", "--cpus-per-task=4",
+                               "trtllm-llmapi-launch"]
     two = tensor_parallel_launch(16, 8)
     assert (two.nodes, two.ntasks_per_node, two.ntasks) == (2, 8, 16)
-    assert two.launcher == ("srun", "--mpi=pmix", "--nodes=2", "--ntasks=16",
-                            "--ntasks-per-node=8", "trtllm-llmapi-launch")
+    assert two.launcher(srun_options=["--container-image=x"]) == [
+        "srun", "--overlap", "--mpi=pmix", "--nodes=2", "--ntasks=16", "--ntasks-per-node=8",
+        "--container-image=x", "trtllm-llmapi-launch"]
+    assert tensor_parallel_launch(16, None).nodes == 1
     uneven = tensor_parallel_launch(12, 8)
     assert (uneven.nodes, uneven.ntasks_per_node) == (2, 6)
     odd = tensor_parallel_launch(9, 8)
@@ -215,8 +220,8 @@ def test_servers_sharing_a_node_get_their_own_gpus() -> None:
     with pytest.raises(TaskseedError, match="need 3 GPUs on this node .* lists 2$"):
         place_on_gpus(servers, "0,1")
     big = {"teacher": ServerConfig(launch="trtllm-serve", checkpoint="a", tensor_parallel_size=16)}
-    assert place_on_gpus(big, None, gpus_per_node=8)["teacher"].launcher[:2] == [
-        "srun", "--mpi=pmix"]
+    assert place_on_gpus(big, None, gpus_per_node=8)["teacher"].launcher[:3] == [
+        "srun", "--overlap", "--mpi=pmix"]
     with pytest.raises(TaskseedError, match="only trtllm-serve spans nodes"):
         place_on_gpus({"judge": ServerConfig(launch="vllm", checkpoint="b",
                                              tensor_parallel_size=16)}, None, gpus_per_node=8)

@@ -215,14 +215,22 @@ def test_dry_run_shows_resources_per_stage_fused_jobs_and_the_dask_job(tmp_path,
         "01-seeds..02: shard job, 4 array tasks, each runs seeds -> normalize; "
         "0 GPU, 4 CPU, 01:00:00, partition batch, account proj",
         "03-generate..04: shard job, 4 array tasks, each runs generate -> heuristics; "
-        "2 GPU, 16 CPU, 200G, 06:00:00, partition batch, account proj; models: teacher",
+        "2 GPU, 2 tasks x 8 CPU, 200G, 06:00:00, partition batch, account proj; "
+        "models: teacher",
         "finish: 0 GPU, 1 CPU, 01:00:00, partition batch, account proj",
     ]
     jobs = re.findall(r"^JOB\d+=\$\(sbatch (.*) <<'SBATCH'$", script, flags=re.MULTILINE)
     assert "--gres" not in jobs[0] and "--cpus-per-task=4" in jobs[0]
     assert "--gres=gpu:2" in jobs[1] and "--mem=200G" in jobs[1]
-    assert "srun --ntasks=1 --container-image=nvcr.io/nvidia/pytorch:25.01-py3 " \
+    assert "srun --ntasks=1 --nodes=1 --cpus-per-task=4 --overlap " \
+           "--container-image=nvcr.io/nvidia/pytorch:25.01-py3 " \
            "--container-mounts=/lustre:/lustre python3 -m taskseed.slurm shard" in script
+    # tensor parallelism 2 on one node: one task per GPU under TensorRT-LLM's launcher
+    assert "--ntasks-per-node=2" in jobs[1] and "--cpus-per-task=8" in jobs[1]
+    assert "srun --overlap --mpi=pmix --nodes=1 --ntasks=2 --ntasks-per-node=2 " \
+           "--cpus-per-task=8 --container-image=nvcr.io/nvidia/pytorch:25.01-py3 " \
+           "--container-mounts=/lustre:/lustre trtllm-llmapi-launch python3 -m taskseed.slurm " \
+           "shard" in script
     assert script.count("module load cuda/12.8") == 3
     # once the loop is done, the frame stages run as one job on a two-node Dask cluster
     loop_done = tmp_path / "loop-done.yaml"
@@ -235,7 +243,8 @@ def test_dry_run_shows_resources_per_stage_fused_jobs_and_the_dask_job(tmp_path,
                         "cluster of 2 node(s), 4 workers; 2 nodes, 0 GPU, 8 CPU, 64G, 01:00:00, "
                         "partition batch, account proj")
     assert graph[0].startswith("01-seeds..04: shard job, 4 array tasks, each runs seeds -> "
-                               "normalize -> generate -> heuristics; 2 GPU, 16 CPU, 200G")
+                               "normalize -> generate -> heuristics; 2 GPU, 2 tasks x 8 CPU, "
+                               "200G")
     frame = re.findall(r"^JOB2=\$\(sbatch (.*) <<'SBATCH'$", script, flags=re.MULTILINE)[0]
     assert "--nodes=2" in frame and "--ntasks-per-node=1" in frame
     assert "-m dask scheduler --scheduler-file" in script
@@ -257,9 +266,10 @@ def test_tensor_parallelism_beyond_a_node_spans_nodes_under_the_trtllm_launcher(
     script = capsys.readouterr().out
     graph = re.findall(r"^#   \d\. (.*)$", script, flags=re.MULTILINE)
     assert graph[1].startswith("03-generate..04: shard job, 4 array tasks, each runs generate "
-                               "-> heuristics; 2 nodes, 4 GPU, 16 CPU")
-    assert ("srun --container-image=nvcr.io/nvidia/pytorch:25.01-py3 "
-            "--container-mounts=/lustre:/lustre --mpi=pmix --nodes=2 --ntasks=8 "
-            "--ntasks-per-node=4 trtllm-llmapi-launch python3 -m taskseed.slurm shard") in script
+                               "-> heuristics; 2 nodes, 4 GPU, 4 tasks x 4 CPU")
+    assert ("srun --overlap --mpi=pmix --nodes=2 --ntasks=8 --ntasks-per-node=4 "
+            "--cpus-per-task=4 --container-image=nvcr.io/nvidia/pytorch:25.01-py3 "
+            "--container-mounts=/lustre:/lustre trtllm-llmapi-launch python3 -m taskseed.slurm "
+            "shard") in script
     job = re.findall(r"^JOB2=\$\(sbatch (.*) <<'SBATCH'$", script, flags=re.MULTILINE)[0]
     assert "--nodes=2" in job and "--gres=gpu:4" in job

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 
 import aiohttp
 import orjson
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticKnownError
 from taskseed.curation.errors import TaskseedError
 from taskseed.generation.backends.base import (
@@ -64,9 +64,12 @@ class _LoopState:
 OnResponse = Callable[[int, TeacherResponse], None]
 
 # How a request asks for JSON that follows its schema: `json_schema` (OpenAI, vLLM, SGLang,
-# trtllm-serve, llama.cpp's llama-server), `json_object` with a `schema` (llama-cpp-python's
-# server), `guided_json` (older vLLM), or `none` (the schema in the prompt, then parsed).
-StructuredOutput = Literal["json_schema", "json_object", "guided_json", "none"]
+# llama.cpp's llama-server), `json` (TensorRT-LLM's own `{"type": "json", "schema": S}`,
+# `tensorrt_llm/serve/openai_protocol.py`: read the same way by every 1.x trtllm-serve, while
+# 1.2-era servers take a `json_schema` request's whole `{name, schema, strict}` wrapper as the
+# schema), `json_object` with a `schema` (llama-cpp-python's server), `guided_json` (older
+# vLLM), or `none` (the schema in the prompt, then parsed).
+StructuredOutput = Literal["json_schema", "json", "json_object", "guided_json", "none"]
 
 
 def structured_mode(value: Any) -> Any:
@@ -140,6 +143,7 @@ class OpenAIConfig(BackendConfig):
     server: Annotated[ServerConfig | None, TRANSPORT] = None
     base_url: str | None = Field(None, validate_default=True)
     model: str
+    # Default: `json` for a managed trtllm-serve, `json_schema` otherwise.
     structured_output: StructuredOutput = "json_schema"
     api_key_env: Annotated[str, TRANSPORT] = "OPENAI_API_KEY"
     max_concurrency: Annotated[int, TRANSPORT] = Field(256, ge=1)
@@ -167,6 +171,13 @@ class OpenAIConfig(BackendConfig):
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError(f"'{value}' is not an http:// or https:// URL with a host")
         return value
+
+    @model_validator(mode="after")
+    def _server_form(self) -> OpenAIConfig:
+        if ("structured_output" not in self.model_fields_set and self.server is not None
+                and self.server.launch == "trtllm-serve"):
+            self.structured_output = "json"
+        return self
 
     def identity(self) -> dict[str, Any]:
         """Without `server`: every non-TRANSPORT setting. With it: the server's checkpoint and
@@ -404,6 +415,8 @@ class OpenAITeacher:
                     "type": "json_schema",
                     "json_schema": {"name": "record", "schema": schema, "strict": True},
                 }
+            elif mode == "json":
+                body["response_format"] = {"type": "json", "schema": schema}
             elif mode == "json_object":
                 body["response_format"] = {"type": "json_object", "schema": schema}
             elif mode == "guided_json":

@@ -361,12 +361,15 @@ class TensorRTLLMRewardConfig(RewardBackendConfig):
     """A reward model on TensorRT-LLM's `LLM` in this process (`backend: tensorrt_llm_reward`).
 
     `model` is a Hugging Face checkpoint; the score, named `score_name`, is the last position's
-    context logit at `logit_index` (see the module docstring).
+    context logit at `logit_index` (see the module docstring). `engine_args` go to `LLM(...)`
+    as for the `tensorrt_llm` teacher (e.g. `kv_cache_config: {free_gpu_memory_fraction:
+    0.3}` beside a teacher on the same GPU).
     """
 
     backend: Literal["tensorrt_llm_reward"] = "tensorrt_llm_reward"
     model: str
     tensor_parallel_size: int = Field(1, ge=1)
+    engine_args: Annotated[dict[str, Any], TRANSPORT] = Field(default_factory=dict)
     score_name: str = "reward"
     logit_index: int = Field(0, ge=0)
 
@@ -381,7 +384,8 @@ class TensorRTLLMRewardConfig(RewardBackendConfig):
 
     def client(self) -> TensorRTLLMRewardModel:
         return TensorRTLLMRewardModel(self.model, self.score_name, self.logit_index,
-                                      tensor_parallel_size=self.tensor_parallel_size)
+                                      tensor_parallel_size=self.tensor_parallel_size,
+                                      **self.engine_args)
 
 
 class TensorRTLLMRewardModel:

@@ -21,11 +21,17 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 from taskseed.curation.errors import TaskseedError
-from taskseed.generation.backends.base import BackendConfig, TeacherRequest, TeacherResponse, Usage
+from taskseed.generation.backends.base import (
+    TRANSPORT,
+    BackendConfig,
+    TeacherRequest,
+    TeacherResponse,
+    Usage,
+)
 from taskseed.generation.backends.replies import schema_error
 
 log = logging.getLogger(__name__)
@@ -43,6 +49,21 @@ def missing(backend: str) -> str:
 MISSING_EXTRA = missing("tensorrt_llm")
 
 
+SEED_SINCE = (1, 2, 2)  # the first release whose PyTorch sampler honours a request's seed
+
+
+def seed_honoured(version: str) -> bool:
+    """Whether TensorRT-LLM `version`'s PyTorch sampler honours `SamplingParams.seed`: only
+    releases after 1.2.1 do (1.2.1 and earlier sample unseeded, so reruns differ)."""
+    parts: list[int] = []
+    for piece in version.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit()) or "0"
+        parts.append(int(digits))
+        if not piece.isdigit():  # 1.3.0rc1: a pre-release of 1.3.0
+            break
+    return tuple((parts + [0, 0, 0])[:3]) >= SEED_SINCE
+
+
 def start_llm(backend: str, model: str, tensor_parallel_size: int, **llm_kwargs: Any
               ) -> tuple[Any, Any]:
     """TensorRT-LLM's `LLM` for a checkpoint in this process, with the `tensorrt_llm` module
@@ -54,6 +75,10 @@ def start_llm(backend: str, model: str, tensor_parallel_size: int, **llm_kwargs:
         import tensorrt_llm.llmapi  # noqa: F401 - GuidedDecodingParams
     except ImportError:
         raise TaskseedError(missing(backend)) from None
+    version = str(getattr(tensorrt_llm, "__version__", "0"))
+    if not seed_honoured(version):
+        log.warning("TensorRT-LLM %s ignores per-request seeds (honoured after 1.2.1): "
+                    "samples are not reproducible across reruns", version)
     llm = tensorrt_llm.LLM(model=model, tensor_parallel_size=tensor_parallel_size, **llm_kwargs)
     return llm, tensorrt_llm
 
@@ -153,21 +178,29 @@ def collect(
 class TensorRTLLMConfig(BackendConfig):
     """TensorRT-LLM's LLM API in this process (`backend: tensorrt_llm`), on GPU nodes.
 
-    `model` is a Hugging Face checkpoint: a hub name or a local directory.
+    `model` is a Hugging Face checkpoint: a hub name or a local directory. `engine_args` go
+    to `LLM(...)` as the LLM API's own settings (`tensorrt_llm/llmapi/llm_args.py`), e.g.
+    `kv_cache_config: {free_gpu_memory_fraction: 0.45}`, `max_batch_size`,
+    `trust_remote_code`; they change how it runs, not what it writes, so they stay out of
+    the fingerprint.
     """
 
     backend: Literal["tensorrt_llm"] = "tensorrt_llm"
     model: str
     tensor_parallel_size: int = Field(1, ge=1)
+    engine_args: Annotated[dict[str, Any], TRANSPORT] = Field(default_factory=dict)
 
     def describe(self) -> str:
-        return f"TensorRT-LLM in process ({self.model})"
+        settings = f", LLM settings {self.engine_args}" if self.engine_args else ""
+        return (f"TensorRT-LLM in process ({self.model}, tensor parallelism "
+                f"{self.tensor_parallel_size}{settings})")
 
     def in_process_gpus(self) -> int:
         return self.tensor_parallel_size
 
     def build(self) -> TensorRTLLMTeacher:
-        return TensorRTLLMTeacher(self.model, tensor_parallel_size=self.tensor_parallel_size)
+        return TensorRTLLMTeacher(self.model, tensor_parallel_size=self.tensor_parallel_size,
+                                  **self.engine_args)
 
 
 class TensorRTLLMTeacher:

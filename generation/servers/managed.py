@@ -3,11 +3,15 @@
 The command per launcher follows the upstream command-line definitions:
 
 - `trtllm-serve`: NVIDIA/TensorRT-LLM `tensorrt_llm/commands/serve.py` (positional MODEL,
-  `--host`, `--port`, `--tp_size`; there is no served-name flag: the server reports the
-  checkpoint directory's name and answers whatever `model` a request names, see
-  `tensorrt_llm/serve/openai_server.py`). Health: `GET /health`.
+  `--host`, `--port`, `--tp_size`, `--extra_llm_api_options FILE`; there is no served-name
+  flag: the server reports the checkpoint directory's name and answers whatever `model` a
+  request names, see `tensorrt_llm/serve/openai_server.py`). Its `guided_decoding_backend`
+  defaults to None, which ignores `response_format`, so the job writes an LLM-API options
+  file (`tensorrt_llm/llmapi/llm_args.py` fields: `guided_decoding_backend: xgrammar` and
+  `options`) and passes it. Health: `GET /health`.
 - `vllm`: vllm-project/vllm `vllm/entrypoints/openai/cli_args.py` (`--host`, `--port`) and
-  `vllm/engine/arg_utils.py` (`--served-model-name`, `--tensor-parallel-size`), run as
+  `vllm/engine/arg_utils.py` (`--served-model-name`, `--tensor-parallel-size`; `options`
+  become its dashed flags, e.g. `trust_remote_code: true` is `--trust-remote-code`), run as
   `vllm serve MODEL`. Health: `GET /health`.
 - `llama-server`: llama.cpp's own server, `tools/server` and `common/arg.cpp` (`-m`,
   `--alias`, `--host`, `--port`, `--parallel` slots decoded together by continuous
@@ -37,8 +41,9 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from taskseed.curation.errors import TaskseedError
 from taskseed.curation.io import packaged_models
@@ -69,6 +74,11 @@ class ServerConfig(BaseModel):
     of slots, the requests it decodes together.
     `command` (for `launch: command`) may use `{port}`, `{host}`, `{checkpoint}` and `{model}`.
     `launcher` is put before the command (e.g. `srun --mpi=pmix ... trtllm-llmapi-launch`).
+    `options` are the engine's own settings: for `trtllm-serve` the LLM API's (written to the
+    file given with `--extra_llm_api_options`, e.g. `kv_cache_config:
+    {free_gpu_memory_fraction: 0.8}`, `max_batch_size`, `trust_remote_code`); for `vllm`,
+    `llama-server` and `llama-cpp` its command-line flags without the dashes (`true` is a bare
+    flag, `false` leaves it out).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -85,6 +95,7 @@ class ServerConfig(BaseModel):
     startup_timeout_s: float = Field(1800, gt=0)
     health_path: str | None = None
     launcher: list[str] = Field(default_factory=list)
+    options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> ServerConfig:
@@ -97,6 +108,9 @@ class ServerConfig(BaseModel):
                              "tensor_parallel_size is 1")
         if self.parallel != 1 and self.launch != "llama-server":
             raise ValueError(f"`parallel` (slots) is a llama-server setting, not {self.launch}'s")
+        if self.options and self.launch == "command":
+            raise ValueError("`options` are for a known launcher; with `launch: command` put "
+                             "them in `command`")
         if self.health_path is not None and not self.health_path.startswith("/"):
             raise ValueError(f"health_path must start with '/': {self.health_path!r}")
         if self.checkpoint.startswith(PACKAGED_PREFIX):
@@ -121,12 +135,46 @@ class ServerConfig(BaseModel):
         return self.checkpoint
 
 
-def server_command(cfg: ServerConfig, served_name: str, port: int) -> list[str]:
-    """The exact command line that serves `cfg.checkpoint` as model `served_name` on `port`."""
+GUIDED_DECODING = {"guided_decoding_backend": "xgrammar"}
+
+
+def llm_api_options(cfg: ServerConfig) -> dict[str, Any]:
+    """What a trtllm-serve's `--extra_llm_api_options` file holds: guided decoding by
+    xgrammar (so that `response_format` is enforced) and the config's `options` over it."""
+    return {**GUIDED_DECODING, **cfg.options}
+
+
+def write_llm_api_options(cfg: ServerConfig, path: Path) -> Path:
+    """Write `llm_api_options(cfg)` as YAML to `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(llm_api_options(cfg), sort_keys=True))
+    return path
+
+
+def option_flags(options: dict[str, Any], dashed: bool) -> list[str]:
+    """`{trust_remote_code: true, max_num_seqs: 64}` as `--trust-remote-code --max-num-seqs
+    64` (`dashed`) or with the underscores kept; `false` and None leave a flag out."""
+    flags: list[str] = []
+    for key, value in options.items():
+        flag = "--" + (key.replace("_", "-") if dashed else key)
+        if value is True:
+            flags.append(flag)
+        elif value is not False and value is not None:
+            flags += [flag, str(value)]
+    return flags
+
+
+def server_command(cfg: ServerConfig, served_name: str, port: int | str,
+                   options_file: Path | str | None = None) -> list[str]:
+    """The exact command line that serves `cfg.checkpoint` as model `served_name` on `port`;
+    a trtllm-serve takes its LLM-API options from `options_file` (see `llm_api_options`).
+    A job script passes shell variables (`$port_teacher`) for both."""
     checkpoint = cfg.resolved_checkpoint()
     host, tp = cfg.host, str(cfg.tensor_parallel_size)
     if cfg.launch == "trtllm-serve":
         body = ["trtllm-serve", checkpoint, "--host", host, "--port", str(port), "--tp_size", tp]
+        if options_file is not None:
+            body += ["--extra_llm_api_options", str(options_file)]
     elif cfg.launch == "vllm":
         body = ["vllm", "serve", checkpoint, "--served-model-name", served_name,
                 "--host", host, "--port", str(port), "--tensor-parallel-size", tp]
@@ -140,6 +188,8 @@ def server_command(cfg: ServerConfig, served_name: str, port: int) -> list[str]:
     else:
         values = dict(zip(PLACEHOLDERS, (str(port), host, checkpoint, served_name), strict=True))
         body = [_fill(part, values) for part in cfg.command or []]
+    if cfg.launch != "trtllm-serve":
+        body += option_flags(cfg.options, dashed=cfg.launch != "llama-cpp")
     return [*cfg.launcher, *body, *cfg.args]
 
 
@@ -151,40 +201,50 @@ def _fill(part: str, values: dict[str, str]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class TPLaunch:
-    """What a job step needs to run one tensor-parallel server.
+    """How a Slurm job starts one tensor-parallel TensorRT-LLM model: one MPI task per GPU
+    under `srun --mpi=pmix ... trtllm-llmapi-launch` (rank 0 runs the program or the HTTP
+    server, the others serve it), on one node or several.
 
-    `launcher` is empty on one node (the server starts its own workers); across nodes it
-    is `srun --mpi=pmix ... trtllm-llmapi-launch`: one MPI task per GPU, rank 0 serving HTTP.
+    TensorRT-LLM's own Slurm examples (`examples/llm-api/llm_mgmn_*.sh`) start every
+    multi-GPU model this way, on one node too; without the launcher the LLM spawns its
+    ranks through mpi4py inside the job, which Slurm's MPI set-up does not allow.
     """
 
     tensor_parallel_size: int
     nodes: int
     ntasks_per_node: int
-    launcher: tuple[str, ...]
 
     @property
     def ntasks(self) -> int:
         return self.nodes * self.ntasks_per_node
 
+    def launcher(self, cpus_per_task: int | None = None,
+                 srun_options: tuple[str, ...] | list[str] = ()) -> list[str]:
+        """The launcher prefix. `--cpus-per-task` is always explicit: since Slurm 23.11 srun
+        inherits the job's `--cpus-per-task` (SRUN_CPUS_PER_TASK), which a step of one
+        task per GPU multiplies past what the node has."""
+        words = ["srun", "--overlap", "--mpi=pmix", f"--nodes={self.nodes}",
+                 f"--ntasks={self.ntasks}", f"--ntasks-per-node={self.ntasks_per_node}"]
+        if cpus_per_task:
+            words.append(f"--cpus-per-task={cpus_per_task}")
+        return [*words, *srun_options, "trtllm-llmapi-launch"]
 
-def tensor_parallel_launch(tp: int, gpus_per_node: int) -> TPLaunch:
-    """Nodes, tasks per node and launcher prefix for tensor parallelism `tp`.
+
+def tensor_parallel_launch(tp: int, gpus_per_node: int | None) -> TPLaunch:
+    """Nodes and tasks per node for tensor parallelism `tp` (`gpus_per_node` None: one node).
 
     The MPI world size must equal `tp` (TensorRT-LLM's multi-node `trtllm-serve` example):
     the fewest nodes that hold `tp` GPUs with the same number of tasks on each node.
     """
-    if tp < 1 or gpus_per_node < 1:
+    if tp < 1 or (gpus_per_node is not None and gpus_per_node < 1):
         raise TaskseedError(f"tensor parallelism needs tp >= 1 and gpus_per_node >= 1 "
                             f"(got tp={tp}, gpus_per_node={gpus_per_node})")
-    if tp <= gpus_per_node:
-        return TPLaunch(tp, 1, tp, ())
+    if gpus_per_node is None or tp <= gpus_per_node:
+        return TPLaunch(tp, 1, tp)
     nodes = math.ceil(tp / gpus_per_node)
     while tp % nodes:
         nodes += 1
-    per_node = tp // nodes
-    launcher = ("srun", "--mpi=pmix", f"--nodes={nodes}", f"--ntasks={tp}",
-                f"--ntasks-per-node={per_node}", "trtllm-llmapi-launch")
-    return TPLaunch(tp, nodes, per_node, launcher)
+    return TPLaunch(tp, nodes, tp // nodes)
 
 
 def free_port(host: str) -> int:
@@ -303,7 +363,11 @@ class ManagedServer:
         if self._proc is not None:
             raise RuntimeError("this server was already started")
         self.port = self.cfg.port or free_port(self.cfg.host)
-        self.command = server_command(self.cfg, self.served_name, self.port)
+        options_file = None
+        if self.cfg.launch == "trtllm-serve":
+            options_file = write_llm_api_options(
+                self.cfg, self.log_path.with_name(f"{self.log_path.stem}.llm-api.yaml"))
+        self.command = server_command(self.cfg, self.served_name, self.port, options_file)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
         self._log.write(f"[serve] $ {shlex.join(self.command)}\n".encode())

@@ -13,12 +13,14 @@ model).
 from __future__ import annotations
 
 import re
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from taskseed.curation.errors import TaskseedError
 
 CLASSES = ("default", "cpu", "model", "frame", "finish")
+JOB_KINDS = ("default", "model", "cpu", "frame", "finish")
 
 
 class Resources(BaseModel):
@@ -34,6 +36,8 @@ class Resources(BaseModel):
     account: str | None = None
     qos: str | None = None
     nodes: int | None = Field(None, ge=1)  # frame jobs: nodes of the Dask cluster
+    # set by the plan for a tensor-parallel model: one task per GPU (`cpus` is then per task)
+    tasks_per_node: int | None = Field(None, ge=1)
     sbatch_args: list[str] = Field(default_factory=list)  # any other sbatch option
 
     def over(self, base: Resources) -> Resources:
@@ -48,7 +52,8 @@ class Resources(BaseModel):
         opts: list[str] = []
         named = (("partition", self.partition), ("account", self.account),
                  ("qos", self.qos), ("time", self.time), ("mem", self.mem),
-                 ("cpus-per-task", self.cpus), ("nodes", self.nodes))
+                 ("cpus-per-task", self.cpus), ("nodes", self.nodes),
+                 ("ntasks-per-node", self.tasks_per_node))
         opts += [f"--{flag}={value}" for flag, value in named if value is not None]
         if self.gpus:
             opts.append(f"--gres=gpu:{self.gpus}")
@@ -57,6 +62,8 @@ class Resources(BaseModel):
     def describe(self) -> str:
         """`2 GPU, 8 CPU, 64G, 04:00:00, partition gpu` for dry runs and status."""
         parts = [f"{self.gpus or 0} GPU", f"{self.cpus or 1} CPU"]
+        if self.tasks_per_node:
+            parts[1] = f"{self.tasks_per_node} tasks x {self.cpus or 1} CPU"
         parts += [v for v in (self.mem, self.time) if v]
         if self.nodes and self.nodes > 1:
             parts.insert(0, f"{self.nodes} nodes")
@@ -80,7 +87,7 @@ class DaskClusterConfig(BaseModel):
 
 
 class ContainerConfig(BaseModel):
-    """Run every job step in a container through pyxis (`srun --container-image`)."""
+    """Run a job's steps in a container through pyxis (`srun --container-image`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -105,7 +112,10 @@ class SlurmConfig(BaseModel):
 
     resources: dict[str, Resources] = Field(default_factory=dict)
     dask: DaskClusterConfig = Field(default_factory=DaskClusterConfig)
-    container: ContainerConfig | None = None
+    # One container for every job, or one per job kind (`model`: shard jobs that run a
+    # model, `cpu`: other shard jobs, `frame`, `finish`, `default`: the rest), e.g. a RAPIDS
+    # image for frame jobs and TensorRT-LLM's for model jobs: their Python and pins differ.
+    container: ContainerConfig | dict[str, ContainerConfig | None] | None = None
     setup: list[str] = Field(default_factory=list)  # shell lines before work (module load...)
     env: dict[str, str] = Field(default_factory=dict)  # exported to every job
     max_parallel: int | None = Field(None, ge=1)  # array tasks of one job at once
@@ -113,6 +123,22 @@ class SlurmConfig(BaseModel):
     job_prefix: str = "taskseed"
     python: str | None = None  # the job's Python: this one, or python3 in a container
     gpus_per_node: int | None = Field(None, ge=1)  # tensor parallelism beyond: several nodes
+
+    @field_validator("container")
+    @classmethod
+    def _container_kinds(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - set(JOB_KINDS))
+            if unknown:
+                raise ValueError(f"container: unknown job kind(s) {', '.join(unknown)} "
+                                 f"(known: {', '.join(JOB_KINDS)})")
+        return value
+
+    def container_for(self, kind: str) -> ContainerConfig | None:
+        """The container of a job kind (`model`, `cpu`, `frame`, `finish`); None: the host."""
+        if not isinstance(self.container, dict):
+            return self.container
+        return self.container.get(kind, self.container.get("default"))
 
     def stage_resources(self, name: str, calls_models: bool, frame: bool,
                         model_gpus: int = 0) -> Resources:
@@ -190,6 +216,8 @@ def combined(requests: list[Resources]) -> Resources:
         account=lead.account or next((r.account for r in requests if r.account), None),
         qos=lead.qos,
         nodes=max((r.nodes for r in requests if r.nodes), default=None),
+        tasks_per_node=max((r.tasks_per_node for r in requests if r.tasks_per_node),
+                           default=None),
         sbatch_args=args,
     )
 

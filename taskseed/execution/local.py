@@ -33,6 +33,34 @@ class UnitFailed:
     message: str
 
 
+def visible_devices() -> list[str]:
+    """This machine's GPUs as CUDA sees them: `CUDA_VISIBLE_DEVICES`, else `nvidia-smi -L`
+    (none when neither says)."""
+    import os
+    import shutil
+    import subprocess
+
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [d.strip() for d in listed.split(",") if d.strip()]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    found = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False)
+    return [str(i) for i, line in enumerate(found.stdout.splitlines()) if line.startswith("GPU")]
+
+
+def device_slices(devices: list[str], per_worker: int, workers: int) -> list[str]:
+    """`CUDA_VISIBLE_DEVICES` for each worker that holds a model on `per_worker` GPUs: at
+    most `workers`, never two on one device."""
+    slots = len(devices) // per_worker
+    if slots == 0:
+        raise TaskseedError(f"a model in this run takes {per_worker} GPU(s) in its worker, and "
+                            f"this machine shows {len(devices)} (CUDA_VISIBLE_DEVICES or "
+                            "nvidia-smi)")
+    return [",".join(devices[i * per_worker:(i + 1) * per_worker])
+            for i in range(min(slots, workers))]
+
+
 def execute_unit(run: StageRun, unit: int) -> dict[int, DoneMarker] | UnitFailed:
     """One unit of work on a Dask worker."""
     try:
@@ -44,9 +72,12 @@ def execute_unit(run: StageRun, unit: int) -> dict[int, DoneMarker] | UnitFailed
 class LocalExecutor:
     """A `distributed.LocalCluster` of worker processes; the only code that knows the scale."""
 
-    def __init__(self, cfg: ExecutorConfig, progress: Progress = stderr_progress) -> None:
+    def __init__(self, cfg: ExecutorConfig, progress: Progress = stderr_progress,
+                 gpus_per_worker: int = 0) -> None:
         self.cfg = cfg
         self.progress = progress
+        # GPUs a worker's in-process model takes: each worker gets its own devices
+        self.gpus_per_worker = gpus_per_worker
         self.reports: list[StageReport] = []
         self.view: ProgressView | None = None
         self._cluster: Any = None
@@ -83,12 +114,31 @@ class LocalExecutor:
                     "executor.backend: cudf needs the GPU extra: pip install 'taskseed[gpu]'"
                 ) from None
             return LocalCUDACluster(threads_per_worker=self.cfg.threads_per_worker, **common)
+        if self.gpus_per_worker:
+            return self._gpu_cluster(common)
         return local_cluster(
             n_workers=self.cfg.workers,
             threads_per_worker=self.cfg.threads_per_worker,
             processes=True,
             **common,
         )
+
+    def _gpu_cluster(self, common: dict[str, Any]) -> Any:
+        """Workers that each hold an in-process GPU model, on devices of their own
+        (`CUDA_VISIBLE_DEVICES` per worker): as many as the visible GPUs allow."""
+        from distributed import Nanny, Scheduler, SpecCluster
+
+        slices = device_slices(visible_devices(), self.gpus_per_worker, self.cfg.workers)
+        if len(slices) < self.cfg.workers:
+            self.progress(f"executor: {len(slices)} worker(s), not {self.cfg.workers}: each "
+                          f"holds a model on {self.gpus_per_worker} GPU(s) of its own")
+        options = {"nthreads": self.cfg.threads_per_worker, "memory_limit": common["memory_limit"],
+                   "silence_logs": common["silence_logs"]}
+        workers = {f"gpu-{i}": {"cls": Nanny, "options": {
+            **options, "env": {"CUDA_VISIBLE_DEVICES": ids}}} for i, ids in enumerate(slices)}
+        return SpecCluster(workers=workers, scheduler={
+            "cls": Scheduler, "options": {"dashboard_address": None}},
+            silence_logs=common["silence_logs"])
 
     def __exit__(self, *exc: object) -> None:
         if self._client is not None:

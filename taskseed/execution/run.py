@@ -33,6 +33,14 @@ def run_pipeline(
         return _execute(engine, served, progress, start)
 
 
+def in_process_gpus(engine: Engine) -> int:
+    """The most GPUs a stage's model takes inside a worker (0: no in-process GPU model)."""
+    from taskseed.generation.model_stage import ModelStage
+
+    return max((s.model_cfg.in_process_gpus() for s in engine.stages
+                if isinstance(s, ModelStage)), default=0)
+
+
 def models_with_work(engine: Engine) -> set[str]:
     """The named models of model stages, when any stage has work left (a generate-until-N
     loop may add a round)."""
@@ -48,7 +56,7 @@ def _execute(engine: Engine, loaded: LoadedConfig, progress: Progress,
     progress(f"run {engine.run_dir.path}: {len(stages)} stages, {len(loaded.specs)} tasks")
     for warning in terms_warnings(stages):
         progress(f"warning: {warning}")
-    executor = LocalExecutor(loaded.config.executor, progress)
+    executor = LocalExecutor(loaded.config.executor, progress, in_process_gpus(engine))
     try:
         with executor:
             executor.run(engine)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -29,11 +30,10 @@ def model_config(loaded: LoadedConfig, name: str) -> BackendConfig | None:
     return loaded.config.teacher if name == TEACHER else loaded.config.models.get(name)
 
 
-def spanning_launch(cfg: BackendConfig | None, gpus_per_node: int | None) -> TPLaunch | None:
-    """The multi-node launch of a model whose tensor parallelism exceeds a node's GPUs: an
-    in-process TensorRT-LLM model or a managed trtllm-serve (None: it fits one node)."""
-    if not gpus_per_node:
-        return None
+def slurm_launch(cfg: BackendConfig | None, gpus_per_node: int | None) -> TPLaunch | None:
+    """How a Slurm job starts a TensorRT-LLM model with tensor parallelism above 1 (an
+    in-process one or a managed trtllm-serve): under `trtllm-llmapi-launch`, on as many
+    nodes of `gpus_per_node` GPUs as it needs (None: one node). None for everything else."""
     if cfg is None:
         return None
     server = cfg.managed_server()
@@ -41,7 +41,17 @@ def spanning_launch(cfg: BackendConfig | None, gpus_per_node: int | None) -> TPL
         tp = server.gpus() if server.launch == "trtllm-serve" else 0
     else:
         tp = cfg.in_process_gpus()
-    return tensor_parallel_launch(tp, gpus_per_node) if tp > gpus_per_node else None
+    return tensor_parallel_launch(tp, gpus_per_node) if tp > 1 else None
+
+
+def script_served(cfg: BackendConfig | None) -> ServerConfig | None:
+    """A managed server the Slurm job script starts itself, as its own step under the
+    launcher (a trtllm-serve with tensor parallelism above 1): the task's own process,
+    maybe inside a container, cannot start an `srun` step."""
+    server = cfg.managed_server() if cfg is not None else None
+    if server is not None and server.launch == "trtllm-serve" and server.gpus() > 1:
+        return server
+    return None
 
 
 def model_gpus(cfg: BackendConfig | None, gpus_per_node: int | None = None) -> int:
@@ -51,7 +61,7 @@ def model_gpus(cfg: BackendConfig | None, gpus_per_node: int | None = None) -> i
     (llama-cpp: 0); 0 for remote endpoints and the embedded CPU model. With `gpus_per_node`,
     a model larger than a node counts its share per node.
     """
-    spanning = spanning_launch(cfg, gpus_per_node)
+    spanning = slurm_launch(cfg, gpus_per_node)
     if spanning is not None:
         return spanning.ntasks_per_node
     if cfg is None:
@@ -85,7 +95,8 @@ def place_on_gpus(servers: dict[str, ServerConfig], visible: str | None,
     """The servers ready for this node.
 
     With `gpus_per_node`, a trtllm-serve larger than one node gets TensorRT-LLM's
-    multi-node launcher (unless it has one). When two or more single-node servers use
+    multi-node launcher (unless it has one; a Slurm job script normally starts such a server
+    itself, see `script_served`). When two or more single-node servers use
     GPUs, each gets its own `CUDA_VISIBLE_DEVICES` slice of `visible` (the job's list;
     None: devices 0..n-1); a server whose `env` sets CUDA_VISIBLE_DEVICES is left alone.
     """
@@ -100,7 +111,7 @@ def place_on_gpus(servers: dict[str, ServerConfig], visible: str | None,
                                     "GPUs; only trtllm-serve spans nodes here")
             if not server.launcher:
                 plan = tensor_parallel_launch(server.gpus(), gpus_per_node)
-                out[name] = server.model_copy(update={"launcher": list(plan.launcher)})
+                out[name] = server.model_copy(update={"launcher": plan.launcher()})
     shared = [name for name, server in out.items() if server.gpus() > 0
               and not server.launcher and "CUDA_VISIBLE_DEVICES" not in server.env]
     if len(shared) < 2:
@@ -134,6 +145,12 @@ def serving(loaded: LoadedConfig, names: set[str], log_dir: Path, *,
     if not wanted:
         yield loaded
         return
+    started = {name: url for name in wanted if (url := os.environ.get(server_env(name)))}
+    for name, url in started.items():
+        wait_for_script_server(name, wanted.pop(name), url, Path(log_dir))
+    if not wanted:
+        yield with_base_urls(loaded, started)
+        return
     shared = shared_servers(loaded, wanted)
     placed = place_on_gpus({name: wanted[name] for name in shared},
                            os.environ.get("CUDA_VISIBLE_DEVICES"), gpus_per_node)
@@ -152,7 +169,36 @@ def serving(loaded: LoadedConfig, names: set[str], log_dir: Path, *,
             print(f"[serve] {users}: {managed.cfg.launch} on {managed.base_url} "
                   f"healthy after {seconds:.1f} s", flush=True)
         urls = {user: running[name].base_url for name, users in shared.items() for user in users}
-        yield with_base_urls(loaded, urls)
+        yield with_base_urls(loaded, {**started, **urls})
+
+
+SERVER_ENV = "TASKSEED_SERVER_{}_URL"
+
+
+def server_env(name: str) -> str:
+    """The variable through which a job script hands its task the URL of the server it
+    started for model `name` (`TASKSEED_SERVER_TEACHER_URL`)."""
+    return SERVER_ENV.format(name.upper().replace("-", "_"))
+
+
+def wait_for_script_server(name: str, server: ServerConfig, base_url: str, log_dir: Path,
+                           poll_s: float = 1.0) -> None:
+    """Wait until the server a job script started answers its health check, at most its
+    `startup_timeout_s`; else one line naming the server's log."""
+    from taskseed.generation.servers.managed import answers
+
+    health = base_url.removesuffix("/v1") + server.health()
+    deadline = time.monotonic() + server.startup_timeout_s
+    while not answers(health):
+        if time.monotonic() >= deadline:
+            job = os.environ.get("SLURM_JOB_ID", "")
+            raise TaskseedError(
+                f"{name}: the {server.launch} server this job started was not healthy at "
+                f"{health} within {server.startup_timeout_s:g} s (log: "
+                f"{log_dir / f'server-{name}-{job}.log'})")
+        time.sleep(poll_s)
+    print(f"[serve] {name}: {server.launch} started by the job script, healthy at {base_url}",
+          flush=True)
 
 
 def shared_servers(loaded: LoadedConfig, wanted: dict[str, ServerConfig]) -> dict[str, list[str]]:

@@ -2,36 +2,65 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from typing import Any
 
 from taskseed.curation.record import Record
 from taskseed.curation.stage import DoneMarker, Stage, StageResult
+from taskseed.generation.model_stage import ModelStage
 from taskseed.rundir.layout import StageDir
 
 _READY: dict[str, Stage] = {}
 
 
 def ready(stage: Stage) -> Stage:
-    """The process-wide instance of a stage, set up once (a model loads once per worker)."""
+    """The process-wide instance of a stage, set up once (a model loads once per worker).
+
+    A stage whose model runs on GPUs in this process first releases any other such model
+    loaded here: each TensorRT-LLM `LLM` sizes its KV cache to most of the free GPU memory,
+    so two on one GPU fail (a fused shard task with an in-process teacher and judge loads
+    them in turn, not together).
+    """
     key = f"{type(stage).__name__}:{stage.fingerprint()}"
     if key not in _READY:
+        _make_room_for(stage)
         stage.setup()
         _READY[key] = stage
     return _READY[key]
 
 
-def release_all() -> None:
-    """Tear down every stage set up in this process (closes models and HTTP sessions).
+def gpu_model(stage: Stage) -> str | None:
+    """The identity of the model a stage loads on GPUs in this process (None: none)."""
+    if not isinstance(stage, ModelStage) or stage.model_cfg.in_process_gpus() == 0:
+        return None
+    return json.dumps(stage.model_cfg.identity(), sort_keys=True)
 
-    Runs in a thread of its own: callers such as a Dask worker's event loop must not
-    host the teardown of a backend that drives its own event loop.
-    """
+
+def _make_room_for(stage: Stage) -> None:
+    mine = gpu_model(stage)
+    if mine is None:
+        return
+    others = [key for key, other in _READY.items() if gpu_model(other) not in (None, mine)]
+    _teardown([_READY.pop(key) for key in others])
+
+
+def release_all() -> None:
+    """Tear down every stage set up in this process (closes models and HTTP sessions)."""
+    stages = list(_READY.values())
+    _READY.clear()
+    _teardown(stages)
+
+
+def _teardown(stages: list[Stage]) -> None:
+    """Tear `stages` down in a thread of its own: callers such as a Dask worker's event loop
+    must not host the teardown of a backend that drives its own event loop."""
+    if not stages:
+        return
 
     def teardown() -> None:
-        while _READY:
-            _, stage = _READY.popitem()
+        for stage in stages:
             stage.teardown()
 
     thread = threading.Thread(target=teardown, name="taskseed-teardown")

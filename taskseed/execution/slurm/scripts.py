@@ -14,10 +14,19 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 import taskseed
-from taskseed.config.slurm import Resources, SlurmConfig
+from taskseed.config.slurm import ContainerConfig, Resources, SlurmConfig
 from taskseed.curation.errors import TaskseedError
 from taskseed.execution.slurm.jobgraph import Job
+from taskseed.generation.servers.managed import (
+    ServerConfig,
+    TPLaunch,
+    connect_host,
+    llm_api_options,
+    server_command,
+)
 
 TEMPLATES_ENV = "TASKSEED_SLURM_TEMPLATES"
 DEFAULT_TEMPLATES = Path(taskseed.__file__).resolve().parents[1] / "slurm"
@@ -84,16 +93,63 @@ def _setup(slurm: SlurmConfig) -> str:
     return "\n".join(lines + list(slurm.setup))
 
 
-def _python(slurm: SlurmConfig) -> str:
+def _python(slurm: SlurmConfig, container: ContainerConfig | None) -> str:
     if slurm.python:
         return slurm.python
-    return "python3" if slurm.container else shlex.quote(sys.executable)
+    return "python3" if container else shlex.quote(sys.executable)
 
 
-def _srun_container(slurm: SlurmConfig) -> str:
-    if slurm.container is None:
+def _srun_container(container: ContainerConfig | None) -> str:
+    if container is None:
         return ""
-    return " ".join(shlex.quote(o) for o in slurm.container.srun_options())
+    return " ".join(shlex.quote(o) for o in container.srun_options())
+
+
+def shell_words(words: list[str]) -> str:
+    """A command line for a job script: words quoted, except that a word holding a shell
+    variable (`$port_teacher`) is double-quoted so that it expands."""
+    return " ".join(f'"{w}"' if "$" in w else shlex.quote(w) for w in words)
+
+
+def model_note(name: str, served_name: str, server: ServerConfig | None, in_process: str
+               ) -> str:
+    """A comment line saying how the task itself runs model `name`: the command line of the
+    server it starts on its node, or the model it loads in its own process."""
+    if server is not None:
+        words = server_command(server, served_name, "<free port>")
+        return f"# {name}: the task starts `{shlex.join(words)}` on its node"
+    return f"# {name}: {in_process}"
+
+
+def server_step(name: str, served_name: str, server: ServerConfig, plan: TPLaunch,
+                cpus_per_task: int | None, container: ContainerConfig | None,
+                logs: Path) -> str:
+    """Job-script lines that start a trtllm-serve as a step of its own under TensorRT-LLM's
+    launcher, in the job's container, with its LLM-API options file written beside its log;
+    the task finds it through `TASKSEED_SERVER_<NAME>_URL` and the script's EXIT trap stops
+    it."""
+    from taskseed.execution.serving import server_env
+
+    var = name.lower().replace("-", "_")
+    log = f"{logs}/server-{name}-${{SLURM_JOB_ID}}"
+    port = str(server.port) if server.port else "$(( 20000 + SLURM_JOB_ID % 20000 ))"
+    body = server_command(server.model_copy(update={"launcher": []}), served_name,
+                          f"$port_{var}", f"$options_{var}")
+    words = [*plan.launcher(cpus_per_task, container.srun_options() if container else ()),
+             *body]
+    options = yaml.safe_dump(llm_api_options(server), sort_keys=True).rstrip()
+    host = connect_host(server.host)
+    host = f"[{host}]" if ":" in host else host
+    return "\n".join([
+        "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT",
+        f"# {name}: {server.launch}, tensor parallelism {plan.tensor_parallel_size} on "
+        f"{plan.nodes} node(s), one MPI task per GPU under TensorRT-LLM's launcher",
+        f"port_{var}={port}",
+        f'options_{var}="{log}.llm-api.yaml"',
+        f"cat > \"$options_{var}\" <<'LLMAPI'", options, "LLMAPI",
+        f'{shell_words(words)} > "{log}.log" 2>&1 &',
+        f'export {server_env(name)}="http://{host}:$port_{var}/v1"',
+    ])
 
 
 @dataclass
@@ -108,15 +164,16 @@ class Renderer:
     sbatch_args: list[str] = field(default_factory=list)  # `--sbatch-arg`: every job
     max_parallel: int | None = None
     launch_prefix: dict[str, str] = field(default_factory=dict)  # per job label
+    server_steps: dict[str, str] = field(default_factory=dict)  # per job label
 
     @property
     def logs(self) -> Path:
         return self.invocation.run_dir.resolve() / "logs"
 
-    def _render(self, kind: str, **values: str) -> str:
+    def _render(self, kind: str, container: ContainerConfig | None, **values: str) -> str:
         text = (self.templates / TEMPLATES[kind]).read_text()
-        common = {"setup": _setup(self.slurm), "python": _python(self.slurm),
-                  "args": self.invocation.args(), "logs": str(self.logs)}
+        common = {"setup": _setup(self.slurm), "python": _python(self.slurm, container),
+                  "args": self.invocation.args(), "logs": str(self.logs), "servers": ""}
         try:
             return string.Template(text).substitute({**common, **values})
         except (KeyError, ValueError) as err:
@@ -138,12 +195,17 @@ class Renderer:
         parallel = self.max_parallel or self.slurm.max_parallel
         options = self._options(job.label, f"{job.label}-%A_%a.out", job.resources)
         options.insert(3, f"--array={array_spec(job.units, parallel)}")
-        container = _srun_container(self.slurm)
-        # no `exec`: the script outlives the process to record a death by signal
+        image = self.slurm.container_for("model" if job.models else "cpu")
+        container = _srun_container(image)
+        servers = self.server_steps.get(job.label, "")
+        cpus = f" --cpus-per-task={job.resources.cpus}" if job.resources.cpus else ""
+        # no `exec`: the script outlives the process to record a death by signal;
+        # `--overlap`: the step shares the node with a server step the script started
         launch = self.launch_prefix.get(job.label) or (
-            f"srun --ntasks=1 {container}" if container else "")
+            f"srun --ntasks=1 --nodes=1{cpus} --overlap {container}" if container else "")
         text = self._render(
-            "shards", label=job.label, stages=stages, launch=launch,
+            "shards", image, label=job.label, stages=stages, launch=launch, servers=servers,
+            after=f"srun --ntasks=1 --nodes=1 --overlap {container}" if container else "",
             args=f"{self.invocation.args()} --stage {job.stage_span} --label {job.label}")
         summary = (f"{job.label}: shard job, {len(job.units)} array tasks, each runs "
                    f"{stages}; {job.resources.describe()}")
@@ -165,11 +227,12 @@ class Renderer:
             expected = nodes * dask.workers_per_node
         options = self._options(job.label, f"{job.label}-%j.out", job.resources)
         options.insert(3, "--ntasks-per-node=1")
+        image = self.slurm.container_for("frame")
         text = self._render(
-            "frame", label=job.label, stages=stages, worker=worker,
-            srun_args=_srun_container(self.slurm),
-            driver=(f"srun --overlap --nodes=1 --ntasks=1 {_srun_container(self.slurm)}"
-                    if self.slurm.container else ""),
+            "frame", image, label=job.label, stages=stages, worker=worker,
+            srun_args=_srun_container(image),
+            driver=(f"srun --overlap --nodes=1 --ntasks=1 {_srun_container(image)}"
+                    if image else ""),
             args=(f"{self.invocation.args()} --stage {job.stage_span} --label {job.label} "
                   f"--workers {expected} --timeout {dask.startup_timeout_s:g}"))
         kind = "dask-cuda" if gpu else "Dask"
@@ -180,9 +243,10 @@ class Renderer:
     def finish(self) -> Script:
         resources = self.slurm.stage_resources("finish", False, False)
         options = self._options("finish", "finish-%j.out", resources)
-        container = _srun_container(self.slurm)
+        image = self.slurm.container_for("finish")
+        container = _srun_container(image)
         launch = f"srun --ntasks=1 {container}" if container else "exec"
-        text = self._render("finish", launch=launch)
+        text = self._render("finish", image, launch=launch)
         return Script("finish", options, text, f"finish: {resources.describe()}")
 
 

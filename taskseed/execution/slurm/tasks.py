@@ -40,6 +40,9 @@ from taskseed.execution.slurm.scripts import (
     Script,
     array_spec,
     dry_run_script,
+    model_note,
+    server_step,
+    shell_words,
     templates_dir,
     with_dependency,
 )
@@ -97,7 +100,6 @@ def run_shard(invocation: Invocation, span: str, shard: int,
     """Shard `shard` through the stages of `span` (`3` or `2-5`), each stage's result
     committed before the next starts; done stages are skipped (None). `report` hears of
     each stage as it ends."""
-    from taskseed.curation.io.frames import set_backend
     from taskseed.execution.serving import serving
     from taskseed.execution.shard import release_all
 
@@ -118,7 +120,7 @@ def run_shard(invocation: Invocation, span: str, shard: int,
         if served is not loaded:  # stages that call the node's server
             engine = _engine(served)
             group = _group(engine, span)
-        set_backend(served.config.executor.backend)
+        # batch stages work on records: a shard job never imports cuDF (frame jobs do)
         done: dict[str, DoneMarker | None] = {}
         try:
             for run in group:
@@ -272,25 +274,40 @@ def _gpus_of(loaded: LoadedConfig) -> Any:
     return gpus
 
 
-def _spanning(loaded: LoadedConfig, name: str) -> TPLaunch | None:
-    from taskseed.execution.serving import model_config, spanning_launch
+def _tp_plan(loaded: LoadedConfig, name: str) -> TPLaunch | None:
+    from taskseed.execution.serving import model_config, slurm_launch
 
-    return spanning_launch(model_config(loaded, name), loaded.config.slurm.gpus_per_node)
+    return slurm_launch(model_config(loaded, name), loaded.config.slurm.gpus_per_node)
 
 
 def plan_jobs(loaded: LoadedConfig, engine: Engine, runs: list[StageRun]) -> list[Job]:
-    """The job graph of the next submission."""
+    """The job graph of the next submission.
+
+    A job with a tensor-parallel TensorRT-LLM model asks for the model's nodes and one task
+    per GPU; its `cpus` are shared out among those tasks (`--cpus-per-task` per task).
+    """
     slurm = loaded.config.slurm
     slurm.check_names([s.name for s in engine.stages], str(loaded.path))
     jobs = plan_graph(engine, submission(engine, runs), slurm, _gpus_of(loaded))
     for job in jobs:
         if job.kind == "frame" and loaded.config.executor.backend == "cudf":
             job.resources.gpus = job.resources.gpus or 1
-        for name in job.models:
-            spanning = _spanning(loaded, name)
-            if spanning is not None:
-                job.resources.nodes = max(job.resources.nodes or 1, spanning.nodes)
+        plans = [plan for name in job.models if (plan := _tp_plan(loaded, name)) is not None]
+        if plans:
+            widest = max(plans, key=lambda plan: plan.ntasks_per_node)
+            per_node = widest.ntasks_per_node
+            job.resources.nodes = max(job.resources.nodes or 1, *(p.nodes for p in plans))
+            job.resources.tasks_per_node = per_node
+            job.resources.cpus = max(1, (job.resources.cpus or per_node) // per_node)
     return jobs
+
+
+def job_kind(job: Job) -> str:
+    """The container kind of a job: `frame`, `model` (a shard job that runs a model) or
+    `cpu`."""
+    if job.kind == "frame":
+        return "frame"
+    return "model" if job.models else "cpu"
 
 
 def scripts_for(loaded: LoadedConfig, jobs: list[Job], invocation: Invocation,
@@ -303,27 +320,51 @@ def scripts_for(loaded: LoadedConfig, jobs: list[Job], invocation: Invocation,
         prefix = _launch_prefix(loaded, job)
         if prefix:
             renderer.launch_prefix[job.label] = prefix
+        steps = _server_steps(loaded, job, renderer.logs)
+        if steps:
+            renderer.server_steps[job.label] = steps
     return [*(renderer.job(job) for job in jobs), renderer.finish()]
 
 
 def _launch_prefix(loaded: LoadedConfig, job: Job) -> str:
     """How a shard job starts its work step: under TensorRT-LLM's launcher (`srun --mpi=pmix
-    ... trtllm-llmapi-launch`) when an in-process model's tensor parallelism spans nodes;
-    empty for the default (`exec`, or `srun` into the container). A managed server that spans
-    nodes gets the launcher itself (`taskseed.execution.serving.place_on_gpus`)."""
-    import shlex
-
+    ... trtllm-llmapi-launch`) when an in-process TensorRT-LLM model has tensor parallelism
+    above 1, on one node too; empty for the default (the batch step, or `srun` into the
+    container). A trtllm-serve with tensor parallelism is a step of its own
+    (`_server_steps`)."""
     from taskseed.execution.serving import model_config
 
+    container = loaded.config.slurm.container_for(job_kind(job))
     for name in job.models:
-        spanning = _spanning(loaded, name)
-        if spanning is not None and model_config(loaded, name).managed_server() is None:
-            words = list(spanning.launcher)
-            container = loaded.config.slurm.container
-            if container is not None:
-                words[1:1] = container.srun_options()
-            return " ".join(shlex.quote(w) for w in words)
+        plan = _tp_plan(loaded, name)
+        cfg = model_config(loaded, name)
+        if plan is not None and cfg is not None and cfg.managed_server() is None:
+            words = plan.launcher(job.resources.cpus,
+                                  container.srun_options() if container else ())
+            return shell_words(words)
     return ""
+
+
+def _server_steps(loaded: LoadedConfig, job: Job, logs: Path) -> str:
+    """The job-script lines that start each trtllm-serve with tensor parallelism as a step of
+    its own, under TensorRT-LLM's launcher and in the job's container, and hand its URL to
+    the task (`taskseed.execution.serving.server_env`)."""
+    from taskseed.execution.serving import model_config, script_served
+
+    container = loaded.config.slurm.container_for(job_kind(job))
+    blocks: list[str] = []
+    for name in job.models:
+        cfg = model_config(loaded, name)
+        if cfg is None:
+            continue
+        server = script_served(cfg)
+        plan = _tp_plan(loaded, name)
+        if server is not None and plan is not None:
+            blocks.append(server_step(name, cfg.model, server, plan, job.resources.cpus,
+                                      container, logs))
+        elif cfg.managed_server() is not None or cfg.in_process_gpus():
+            blocks.append(model_note(name, cfg.model, cfg.managed_server(), cfg.describe()))
+    return "\n".join(blocks)
 
 
 def submit(invocation: Invocation, options: SubmitOptions | None = None,
