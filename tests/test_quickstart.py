@@ -66,20 +66,21 @@ def test_summary_counts_every_stage_and_drop(quickstart):
     summary = json.loads((run / "summary.json").read_text())
     names = [s["name"] for s in summary["stages"]]
     assert names == [
-        "seeds", "normalize", "generate", "validity", "heuristics", "verify",
+        "seeds", "normalize", "generate", "validity", "heuristics", "verify", "fact_check",
         "self_consistency", "llm_judge", "enrich", "heuristics", "exact_dedup", "fuzzy_dedup",
         "mix",
     ]
     gen = summary["stages"][2]
     assert gen["counters_this_run"]["teacher_calls"] > 0
-    enrich = summary["stages"][8]
+    enrich = summary["stages"][names.index("enrich")]
     asked = enrich["counters_this_run"]
     # every input is asked at least once, unless it has its fields already; identical
     # prompts are answered from the cache
     assert asked["teacher_calls"] + asked.get("cache_hits", 0) + asked.get(
         "enrich_skipped", 0) >= enrich["inputs"] > 0
     model_stages = [s for s in summary["stages"] if "teacher_calls" in s["counters_this_run"]]
-    assert {s["name"] for s in model_stages} >= {"generate", "llm_judge", "enrich"}
+    assert {s["name"] for s in model_stages} >= {"generate", "fact_check", "llm_judge",
+                                                 "enrich"}
     assert summary["teacher_calls_this_run"] == sum(
         s["counters_this_run"]["teacher_calls"] for s in model_stages)
     assert summary["acceptance"] and all(

@@ -1,2 +1,2 @@
 """The filter stages: rules (`validity`, `heuristics`, `verify`) and model judges
-(`self_consistency`, `llm_judge`, `reward`)."""
+(`fact_check`, `self_consistency`, `llm_judge`, `reward`)."""

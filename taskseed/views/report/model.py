@@ -21,8 +21,9 @@ from taskseed.curation.errors import TaskseedError
 from taskseed.curation.record import Record
 from taskseed.rundir.layout import RunDir, StageDir
 
-SCORE_PREFIX = {"llm_judge": "judge.", "reward": "reward.", "self_consistency": "consistency."}
-DEFAULT_MODEL = {"llm_judge": "judge", "reward": "reward"}
+SCORE_PREFIX = {"llm_judge": "judge.", "reward": "reward.", "self_consistency": "consistency.",
+                "fact_check": "fact_check."}
+DEFAULT_MODEL = {"llm_judge": "judge", "reward": "reward", "fact_check": "judge"}
 OUTPUT_STAGES = ("mix", "export")  # stages that package records rather than curate them
 DUPLICATE_REASONS = ("duplicate", "near_duplicate", "near_copy_of_seed", "copied_exemplar")
 LENGTH_FIELDS = ("question", "answer", "reasoning", "knowledge")
