@@ -1,7 +1,8 @@
-"""Stages, formats, model backends and report sections list themselves: one new module in
-its folder (and a format's prompt template) is all it takes, with no list to edit. A copy of
-the package gets a new format, a new filter stage, a new backend and a new report section; a
-pipeline runs with all four and its report shows the section."""
+"""Stages, formats, model backends, seed-row parsers and report sections list themselves: one
+new module in its folder (and a format's prompt template) is all it takes, with no list to
+edit. A copy of the package gets a new format, a new filter stage, a new backend, a new
+row parser and a new report section; a pipeline runs with all five and its report shows the
+section."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 from taskseed.curation.formats import DEFINITIONS
+from taskseed.curation.seeds.parsers import PARSERS
 from taskseed.generation.backends.catalog import BACKENDS, CHAT, SCORE
 
 from taskseed.registry import BUILTIN
@@ -91,13 +93,37 @@ class CannedConfig(BackendConfig):
         return CannedTeacher()
 '''
 
+PARSER = '''"""`parser: pipes`: one text field holding `question | answer`."""
+
+from typing import Literal
+
+from taskseed.curation.errors import RowError
+from taskseed.curation.formats.base import Fields
+from taskseed.curation.seeds.parsers.base import RowParser, RowSteps, text_of
+
+
+class PipesMapping(RowSteps):
+    parser: Literal["pipes"]
+    field: str = "line"
+
+
+def _fields(row, mapping, fmt):
+    question, sep, answer = text_of(row.get(mapping.field), mapping.field).partition(" | ")
+    if not sep:
+        raise RowError("unparsable", mapping.field, "no ' | ' between question and answer")
+    return Fields(question=question, answer=answer)
+
+
+PARSER = RowParser("pipes", PipesMapping, _fields)
+'''
+
 TASK = """name: riddles
 family: riddles
 format: riddle
 license: MIT
 source: {dataset: example/riddles}
 scored_split: test
-train: {split: train, files: [riddles.jsonl], mapping: {question: question, answer: answer}}
+train: {split: train, files: [riddles.jsonl], mapping: {parser: pipes, field: line}}
 """
 
 PIPE = """name: catalogue
@@ -155,13 +181,15 @@ def package_copy(root: Path) -> Path:
 def test_the_catalogues_hold_what_the_folders_hold() -> None:
     assert {cls.name for cls in BUILTIN} == {
         "seeds", "normalize", "generate", "validity", "heuristics", "decontaminate",
-        "semantic_decontam", "verify", "self_consistency", "llm_judge", "reward", "enrich",
+        "semantic_decontam", "verify", "fact_check", "self_consistency", "llm_judge", "reward",
+        "enrich",
         "exact_dedup", "fuzzy_dedup", "export", "mix"}
     assert set(DEFINITIONS) == {"multiple_choice", "yes_no", "extractive", "free_form",
                                 "math", "code", "completion"}
     assert set(CHAT) == {"embedded", "openai", "tensorrt_llm"}
     assert set(SCORE) == {"nim_reward", "vllm_reward", "tensorrt_llm_reward"}
     assert set(BACKENDS) == set(CHAT) | set(SCORE)
+    assert set(PARSERS) == {"fields", "llm_adapters", "jinja"}
     assert [s.anchor for s in sections()] == [
         "tasks", "funnel", "drops", "scores", "lengths", "contamination", "duplicates",
         "licenses", "usage", "samples", "dropped"]
@@ -176,9 +204,10 @@ def test_one_new_module_each_adds_a_format_a_stage_a_backend_and_a_section(
     (package / "judges" / "filters" / "short_answer.py").write_text(STAGE)
     (package / "generation" / "backends" / "canned.py").write_text(BACKEND)
     (package / "views" / "report" / "sections" / "shortest.py").write_text(SECTION)
+    (package / "curation" / "seeds" / "parsers" / "pipes.py").write_text(PARSER)
     work = tmp_path / "work"
     (work / "seeds").mkdir(parents=True)
-    rows = [{"question": f"What has keys but opens no locks, number {i}?", "answer": "a piano"}
+    rows = [{"line": f"What has keys but opens no locks, number {i}? | a piano"}
             for i in range(6)]
     (work / "seeds" / "riddles.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (work / "riddles.yaml").write_text(TASK)

@@ -17,7 +17,9 @@ from taskseed.curation.io.yamlconf import validate
 from taskseed.curation.mix.export import ExportParams, ExportStage, render_text
 from taskseed.curation.record import Format as RecordFormat
 from taskseed.curation.record import Origin, Record, Source
-from taskseed.curation.seeds.taskspec import FieldsMapping, JinjaMapping, parse_mapping
+from taskseed.curation.seeds.parsers import parse_mapping
+from taskseed.curation.seeds.parsers.fields import FieldsMapping
+from taskseed.curation.seeds.parsers.jinja import JinjaMapping
 from taskseed.curation.stage import KEEP, FilterStage, StageParams, Verdict, drop
 from taskseed.generation import prompts
 from taskseed.generation.backends.embedded import EmbeddedConfig

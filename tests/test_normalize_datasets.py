@@ -10,9 +10,11 @@ import pytest
 from taskseed.curation.decontam.eval_sets import eval_splits, read_eval_split
 from taskseed.curation.errors import RowError
 from taskseed.curation.record import Format
-from taskseed.curation.seeds.normalize import extract_fields, parse_lettered, parse_llm_adapters
+from taskseed.curation.seeds.parsers import extract_fields, parse_mapping
+from taskseed.curation.seeds.parsers.fields import parse_lettered
+from taskseed.curation.seeds.parsers.llm_adapters import parse_llm_adapters
 from taskseed.curation.seeds.stage import NormalizeStage, SeedParams, SeedStage
-from taskseed.curation.seeds.taskspec import TaskSpec, load_task_specs, parse_mapping
+from taskseed.curation.seeds.taskspec import TaskSpec, load_task_specs
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = REPO.parent / "shared" / "seeds"

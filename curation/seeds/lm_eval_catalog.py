@@ -19,7 +19,8 @@ from typing import Any
 import yaml
 from taskseed.curation.errors import TaskseedError
 from taskseed.curation.record import Format
-from taskseed.curation.seeds.taskspec import HELD_OUT_SPLIT_NAMES, JinjaMapping, TaskSpec
+from taskseed.curation.seeds.parsers.jinja import JinjaMapping
+from taskseed.curation.seeds.taskspec import HELD_OUT_SPLIT_NAMES, TaskSpec
 from taskseed.curation.terms.dataset_licenses import LicensePolicy, load_license_policy
 
 EXCLUDED_FAMILIES = {

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from taskseed.curation.errors import RowError, TaskseedError
-from taskseed.curation.seeds.normalize import get_path, import_function
-from taskseed.curation.seeds.taskspec import HubSource, Mapping, RowFilter, SplitSpec
+from taskseed.curation.seeds.parsers import Mapping
+from taskseed.curation.seeds.parsers.base import RowFilter, get_path
+from taskseed.curation.seeds.parsers.jinja import import_function
+from taskseed.curation.seeds.taskspec import HubSource, SplitSpec
 
 MAX_ROW_BYTES = 1_000_000
 PARQUET_BATCH_ROWS = 4096

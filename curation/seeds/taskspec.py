@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from math import inf
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
-    Tag,
-    TypeAdapter,
     ValidationError,
     model_validator,
 )
 from taskseed.curation.errors import ConfigError
-from taskseed.curation.io.yamlconf import read_yaml, tag_discriminator, validate
+from taskseed.curation.io.yamlconf import read_yaml, validate
 from taskseed.curation.record import Format
+from taskseed.curation.seeds.parsers import Mapping
+from taskseed.curation.seeds.parsers.base import RowFilter, Strict
+from taskseed.curation.seeds.parsers.fields import FieldsMapping
 
 
 def is_commercial(license_id: str) -> bool:
@@ -28,116 +27,12 @@ def is_commercial(license_id: str) -> bool:
     return load_license_policy().commercial([license_id])
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 class SpecError(ValueError):
     """A spec-level rule broken at `key` (reported as a one-line ConfigError)."""
 
     def __init__(self, key: str, message: str) -> None:
         self.key, self.message = key, message
         super().__init__(f"{key}: {message}")
-
-
-class RowFilter(Strict):
-    """Keep only rows whose `field` lies in [min, max] or equals one of `values`.
-
-    Used where one file holds several splits (MBPP: the split is a task_id range).
-    """
-
-    field: str
-    min: float | None = None
-    max: float | None = None
-    values: list[str | int] | None = None
-
-
-class RowSteps(Strict):
-    """Row-level steps every mapping may take before its fields are read.
-
-    - `explode`: top-level fields holding parallel lists; each row becomes one row per
-      item with those fields set to the item (a string field is decoded as JSON or a
-      Python literal first). Row indices then count the exploded items of a file.
-    - `where`: keeps only the rows of this split when one file holds several splits.
-    - `process_docs`: `module.attr` of a function applied to a hub split (a `datasets`
-      Dataset) before its rows are read, as lm-eval's `process_docs`.
-    - `license`: the path of a row field holding that row's license, for sources whose
-      rows carry different licenses (rows without one have the task's license).
-    """
-
-    explode: list[str] = Field(default_factory=list)
-    where: RowFilter | None = None
-    process_docs: str | None = None
-    license: str | None = None
-
-
-class FieldsMapping(RowSteps):
-    """Record fields read from row fields by path (`parser: fields`, the default).
-
-    Paths are dotted (`question.stem`), with `[*]` to map over a list
-    (`question.choices[*].text`) and `[N]` to index. `choices` may also be a
-    list of paths, one per option.
-
-    - `choices_format`: `lettered` reads choices from one string such as
-      `a ) 38 , b ) 27 , c ) 30`.
-    - `strip_choice_labels`: removes a leading `A.`/`(B)`/`C )` from the N-th choice.
-    - `answer_key`: a label or index resolved against the choices (`choice_labels`, or
-      A, B, C...; numbers count from `answer_key_base`).
-    - `answer_default`: the answer used when the answer field is missing or empty
-      (e.g. `unanswerable` for SQuAD 2.0 questions without an answer).
-    - `final_answer_marker`: the answer field holds a worked solution, then this marker,
-      then the final answer (GSM8K's `####`).
-    """
-
-    parser: Literal["fields"] = "fields"
-    question: str | None = None
-    context: str | None = None
-    choices: str | list[str] | None = None
-    choices_format: Literal["list", "lettered"] = "list"
-    strip_choice_labels: bool = False
-    choice_labels: str | None = None
-    answer: str | None = None
-    answer_key: str | None = None
-    answer_key_base: int = 0
-    answer_default: str | None = None
-    final_answer_marker: str | None = None
-    reasoning: str | None = None
-    knowledge: str | None = None
-    tests: str | None = None
-
-
-class AdaptersMapping(RowSteps):
-    """Question and options parsed out of an LLM-Adapters `instruction` string."""
-
-    parser: Literal["llm_adapters"]
-
-
-class JinjaMapping(RowSteps):
-    """lm-eval style templates rendered against the row (`doc_to_text`/`doc_to_choice`/
-    `doc_to_target`). A template without `{{` that names a row field reads that field, and
-    `!function module.attr` calls that Python function with the row."""
-
-    parser: Literal["jinja"]
-    text_template: str
-    choices_template: str | list[str] | None = None
-    target_template: str | int | None = None
-    context: str | None = None
-
-
-Mapping = Annotated[
-    Annotated[FieldsMapping, Tag("fields")]
-    | Annotated[AdaptersMapping, Tag("llm_adapters")]
-    | Annotated[JinjaMapping, Tag("jinja")],
-    tag_discriminator("parser", "fields", ["fields", "llm_adapters", "jinja"]),
-]
-"""How to read one row layout into record fields, by `parser`."""
-
-_MAPPING: TypeAdapter[FieldsMapping | AdaptersMapping | JinjaMapping] = TypeAdapter(Mapping)
-
-
-def parse_mapping(data: dict[str, Any]) -> FieldsMapping | AdaptersMapping | JinjaMapping:
-    """A mapping from its YAML form (`parser` picks the kind; `fields` by default)."""
-    return _MAPPING.validate_python(data)
 
 
 class HubSource(Strict):
