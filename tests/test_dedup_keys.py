@@ -33,3 +33,23 @@ def test_cudf_keys_agree_with_pandas_keys() -> None:
     cudf = pytest.importorskip("cudf", reason="cuDF runs on GPU nodes only")
     on_gpu = dedup_keys(cudf.from_pandas(ROWS)).to_pandas().tolist()
     assert on_gpu == dedup_keys(ROWS).tolist()
+
+
+def libcudf_normalized(text: str) -> str:
+    """`normalized_text` by libcudf's documented rules: lowercasing and the `\\w`/`\\s` classes
+    cover code points up to U+FFFF only, so a character above it stays as it is when
+    lowercased and is never a word character."""
+    import re
+
+    low = "".join(ch.lower() if ord(ch) <= 0xFFFF else ch for ch in text)
+    spaced = "".join(" " if ord(ch) > 0xFFFF or re.match(r"[^\w\s]", ch) else ch for ch in low)
+    return " ".join(spaced.split())
+
+
+def test_characters_above_u_ffff_normalize_as_on_cudf() -> None:
+    from taskseed.curation.io.frames import normalized_text
+
+    texts = ["Let 𝑥 be the 𝐀nswer 😀!", "𐐀bc Déjà vu", "plain text", "𝟐𝟎 apples"]
+    got = normalized_text(pd.Series(texts)).tolist()
+    assert got == [libcudf_normalized(t) for t in texts]
+    assert got[0] == "let be the nswer"

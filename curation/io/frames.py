@@ -37,10 +37,18 @@ def read_records(files: list[Path]) -> Any:
     return dd.read_parquet([str(f) for f in files], split_row_groups=False)
 
 
+# cuDF's `\w` and `\s` hold only code points up to U+FFFF (libcudf, "Unicode Limitations"),
+# so a character above it (mathematical letters, emoji) is never a word character there and
+# becomes a space; the pandas pattern says so explicitly, and both backends give the same text.
+NON_WORD = {"cudf": r"[^\w\s]", "pandas": r"[^\w\s]|[\U00010000-\U0010FFFF]"}
+
+
 def normalized_text(series: Any) -> Any:
-    """Lowercase, strip punctuation and collapse whitespace (pandas and cuDF string API)."""
+    """Lowercase, strip punctuation and collapse whitespace (pandas and cuDF string API): the
+    same text on both backends, also for characters above U+FFFF."""
+    backend = "cudf" if hasattr(series, "to_pandas") else "pandas"
     out = series.fillna("").str.lower()
-    out = out.str.replace(r"[^\w\s]", " ", regex=True)
+    out = out.str.replace(NON_WORD[backend], " ", regex=True)
     return out.str.replace(r"\s+", " ", regex=True).str.strip()
 
 
