@@ -313,18 +313,18 @@ class TeacherStage(ModelStage, BatchStage[TP]):
         out: list[TeacherResponse] = []
         size = self.params.batch_size
         concurrency = self.model_cfg.concurrency
-        live_counts.add(requests_planned=len(requests))
+        meter = live_counts.current()  # answers may arrive on the backend's own thread
+        meter.add(requests_planned=len(requests))
         for start in range(0, len(requests), size):
             batch = requests[start : start + size]
             left = [len(batch)]
 
             def answered(_: int, response: TeacherResponse, left: list[int] = left) -> None:
                 left[0] -= 1
-                live_counts.put(in_flight=min(concurrency, left[0]))
-                live_counts.add(requests_done=1,
-                             completion_tokens=response.usage.completion_tokens)
+                meter.put(in_flight=min(concurrency, left[0]))
+                meter.add(requests_done=1, completion_tokens=response.usage.completion_tokens)
 
-            live_counts.put(in_flight=min(concurrency, len(batch)))
+            meter.put(in_flight=min(concurrency, len(batch)))
             out.extend(teacher.generate(batch, answered))
         self.count_usage(counters, before)
         unanswered = [r for r in out if r.fatal]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -26,6 +27,7 @@ from taskseed.curation.stage import (
     StageResult,
 )
 
+_CURSOR_LOCK = threading.Lock()
 
 class SeedParams(StageParams):
     max_per_task: int | None = Field(None, ge=0)
@@ -134,6 +136,10 @@ class SeedStage(SourceStage[SeedParams]):
         return total, repeats
 
     def read(self, shard: dict[str, Any]) -> StageResult:
+        with _CURSOR_LOCK:  # shards that run in threads of one process share its cursor
+            return self._read(shard)
+
+    def _read(self, shard: dict[str, Any]) -> StageResult:
         spec = self.specs[shard["task"]]
         assert spec.train is not None
         result = StageResult()

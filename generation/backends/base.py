@@ -145,6 +145,12 @@ class BackendConfig(BaseModel):
         """How many requests the backend keeps in flight at once."""
         return 1
 
+    @property
+    def concurrent_callers(self) -> bool:
+        """Whether threads of one process may ask this model at once (an HTTP client with one
+        request pool per process); an in-process model answers one caller at a time."""
+        return False
+
     def managed_server(self) -> Any:
         """The server a job starts for this model on its node (a `ServerConfig`), or None."""
         return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -27,10 +28,13 @@ class RequestCache:
         self.directory = directory
         self._entries: dict[str, TeacherResponse] | None = None
         self._files: dict[str, IO[str]] = {}
+        self._lock = threading.RLock()  # shards of a process share one cache
 
     def _load(self) -> dict[str, TeacherResponse]:
-        if self._entries is None:
-            self._entries = {}
+        with self._lock:
+            if self._entries is not None:
+                return self._entries
+            entries: dict[str, TeacherResponse] = {}
             for path in sorted(self.directory.glob("*.jsonl")):
                 with path.open(encoding="utf-8", errors="replace") as fh:
                     for line in fh:
@@ -43,8 +47,9 @@ class RequestCache:
                             )
                         except (json.JSONDecodeError, KeyError, TypeError):
                             continue  # a torn tail from a crash
-                        self._entries[data["key"]] = response
-        return self._entries
+                        entries[data["key"]] = response
+            self._entries = entries
+            return entries
 
     def get(self, key: str) -> TeacherResponse | None:
         return self._load().get(key)
@@ -53,6 +58,10 @@ class RequestCache:
         """Append a successful response and flush it to the OS before returning."""
         if not response.ok:
             return
+        with self._lock:
+            self._append(writer, key, response)
+
+    def _append(self, writer: str, key: str, response: TeacherResponse) -> None:
         fh = self._files.get(writer)
         if fh is None:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -79,12 +88,27 @@ class CachedTeacher:
         self.inner = inner
         self.cache = cache
         self.model = inner.model
-        self.writer = "default"
-        self._usage: Counter[str] = Counter()
+        self._local = threading.local()  # shards that share it run in threads of their own
+
+    @property
+    def writer(self) -> str:
+        """The cache file this thread's responses go to (a stage and shard)."""
+        return getattr(self._local, "writer", "default")
+
+    @writer.setter
+    def writer(self, value: str) -> None:
+        self._local.writer = value
+
+    def _counts(self) -> Counter[str]:
+        counts = getattr(self._local, "usage", None)
+        if counts is None:
+            counts = self._local.usage = Counter()
+        return counts
 
     def usage(self) -> Counter[str]:
-        """Running totals: teacher_calls (sent), cache_hits, and tokens of sent requests."""
-        return Counter(self._usage)
+        """This thread's running totals: teacher_calls (sent), cache_hits, and tokens of
+        sent requests."""
+        return Counter(self._counts())
 
     def generate(
         self, requests: list[TeacherRequest], on_response: OnResponse | None = None
@@ -93,18 +117,20 @@ class CachedTeacher:
         cache = self.cache
         out = [cache.get(k) if cache else None for k in keys]
         missing = [i for i, hit in enumerate(out) if hit is None]
-        self._usage["cache_hits"] += len(requests) - len(missing)
-        self._usage["teacher_calls"] += len(missing)
+        # the caller's thread: `store` may run on the backend's own event-loop thread
+        usage, writer = self._counts(), self.writer
+        usage["cache_hits"] += len(requests) - len(missing)
+        usage["teacher_calls"] += len(missing)
 
         stored: set[int] = set()
 
         def store(j: int, response: TeacherResponse) -> None:
             stored.add(j)
-            self._usage["prompt_tokens"] += response.usage.prompt_tokens
-            self._usage["completion_tokens"] += response.usage.completion_tokens
-            self._usage["teacher_errors"] += not response.ok
+            usage["prompt_tokens"] += response.usage.prompt_tokens
+            usage["completion_tokens"] += response.usage.completion_tokens
+            usage["teacher_errors"] += not response.ok
             if cache is not None:
-                cache.put(self.writer, keys[missing[j]], response)
+                cache.put(writer, keys[missing[j]], response)
             if on_response is not None:
                 on_response(missing[j], response)
 

@@ -209,6 +209,10 @@ class OpenAIConfig(BackendConfig):
     def concurrency(self) -> int:
         return self.max_concurrency
 
+    @property
+    def concurrent_callers(self) -> bool:
+        return True
+
     def managed_server(self) -> ServerConfig | None:
         return self.server
 
@@ -273,6 +277,7 @@ class OpenAITeacher:
         self._key = SecretStr(os.environ.get(api_key_env) or "")
         self._states: dict[asyncio.AbstractEventLoop, _LoopState] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.requests_sent = 0
         self.retries = 0
@@ -302,9 +307,12 @@ class OpenAITeacher:
     def generate(
         self, requests: list[TeacherRequest], on_response: OnResponse | None = None
     ) -> list[TeacherResponse]:
-        """Answer `requests` in order on this teacher's own event loop; blocks until done.
+        """Answer `requests` in order; blocks until done.
 
-        `on_response(index, response)` is called as each request completes.
+        Every thread of a process that calls this shares one event loop (a daemon thread of
+        this teacher) and so one pool of `max_concurrency` requests in flight: stages and
+        shards that run at once in a process keep the server busy together.
+        `on_response(index, response)` is called, on that loop, as each request completes.
         """
         try:
             asyncio.get_running_loop()
@@ -315,10 +323,20 @@ class OpenAITeacher:
                 "OpenAITeacher.generate() was called inside a running event loop; "
                 "use `await teacher.agenerate(requests)` there instead"
             )
+        future = asyncio.run_coroutine_threadsafe(self.agenerate(requests, on_response),
+                                                  self._pool_loop())
+        return future.result()
+
+    def _pool_loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop every `generate` call of this process runs on, started once."""
         with self._lock:
             if self._loop is None or self._loop.is_closed():
-                self._loop = asyncio.new_event_loop()
-            return self._loop.run_until_complete(self.agenerate(requests, on_response))
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, daemon=True,
+                                          name="taskseed-openai-pool")
+                thread.start()
+                self._loop, self._thread = loop, thread
+            return self._loop
 
     async def agenerate(
         self, requests: list[TeacherRequest], on_response: OnResponse | None = None
@@ -361,8 +379,11 @@ class OpenAITeacher:
                     loop.run_until_complete(state.session.close())
             self._states.clear()
             if self._loop is not None and not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                if self._thread is not None:
+                    self._thread.join(10)
                 self._loop.close()
-            self._loop = None
+            self._loop, self._thread = None, None
 
     def __enter__(self) -> OpenAITeacher:
         return self

@@ -286,6 +286,10 @@ class HTTPRewardConfig(RewardBackendConfig):
     def concurrency(self) -> int:
         return self.max_concurrency
 
+    @property
+    def concurrent_callers(self) -> bool:
+        return True
+
     def transport(self) -> dict[str, Any]:
         return {"api_key_env": self.api_key_env, "max_concurrency": self.max_concurrency,
                 "timeout_s": self.timeout_s, "max_retries": self.max_retries}

@@ -56,6 +56,43 @@ class Fault:
 
 
 @dataclass(slots=True)
+class Capacity:
+    """A server of fixed capacity, as a GPU server's continuous batch is: at most `slots`
+    requests are served at once (the rest queue), and each holds its slot for
+    `seconds_per_token` per output token plus `seconds_per_request`."""
+
+    slots: int = 64
+    seconds_per_token: float = 0.0005
+    seconds_per_request: float = 0.0
+
+    def service_s(self, completion_tokens: int) -> float:
+        return self.seconds_per_request + self.seconds_per_token * completion_tokens
+
+
+class SlotClock:
+    """The slot-time a capacity server kept busy, from its first request to its last."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self.busy_s = 0.0
+        self.first: float | None = None
+        self.last: float | None = None
+        self.served = 0
+
+    def add(self, start: float, end: float) -> None:
+        self.first = start if self.first is None else min(self.first, start)
+        self.last = end if self.last is None else max(self.last, end)
+        self.busy_s += end - start
+        self.served += 1
+
+    def busy_share(self) -> float:
+        """Busy slot-seconds over slots x (last end - first start); 0 before any request."""
+        if self.first is None or self.last is None or self.last <= self.first:
+            return 0.0
+        return self.busy_s / (self.slots * (self.last - self.first))
+
+
+@dataclass(slots=True)
 class ReceivedRequest:
     """One request as the server saw it."""
 
@@ -157,7 +194,9 @@ class FakeOpenAIServer:
     instead. `latency_s` delays every answer; `responder(body) -> str` overrides the answer
     content. Chat requests for `reward_model` are scored by `reward_fn(question, answer)`
     (`default_reward` when None); `reward_in_content=False` leaves the reward reply's content
-    empty, so that only its logprobs carry the scores.
+    empty, so that only its logprobs carry the scores. With `capacity`, chat answers wait
+    for one of its slots and hold it for their service time; `clock` measures how busy the
+    slots were.
     """
 
     def __init__(
@@ -172,8 +211,12 @@ class FakeOpenAIServer:
         reward_fn: RewardFn | None = None,
         reward_model: str = "fake-reward",
         reward_in_content: bool = True,
+        capacity: Capacity | None = None,
     ) -> None:
         self.latency_s = latency_s
+        self.capacity = capacity
+        self.clock = SlotClock(capacity.slots if capacity else 1)
+        self._slots: asyncio.Semaphore | None = None
         self.responder = responder
         self.reward_fn = reward_fn or default_reward
         self.reward_model = reward_model
@@ -225,7 +268,17 @@ class FakeOpenAIServer:
                 {"object": "list", "data": [{"id": "fake", "object": "model"}]})
         if path == "/health":
             return web.Response(text="ok")
+        if path == "/capacity":
+            return web.json_response(self.clock_stats())
         return _error(404, f"no route {request.path}")
+
+    def clock_stats(self) -> dict[str, Any]:
+        """What `GET /capacity` answers: slots, requests served, busy slot-seconds, the
+        span from first to last request, and the busy share."""
+        clock = self.clock
+        span = (clock.last - clock.first) if clock.first is not None and clock.last else 0.0
+        return {"slots": clock.slots, "served": clock.served, "busy_s": clock.busy_s,
+                "span_s": span, "busy_share": clock.busy_share()}
 
     async def start(self) -> None:
         """Bind and serve on the running loop; sets `port` when it was 0."""
@@ -344,6 +397,8 @@ class FakeOpenAIServer:
             content = json.dumps({"unexpected": "wrong schema"})
         prompt_tokens = _count_tokens(body)
         completion_tokens = len(content.split())
+        if self.capacity is not None:
+            await self._serve(completion_tokens)
         payload = {
             "id": f"chatcmpl-fake-{index}",
             "object": "chat.completion",
@@ -361,6 +416,17 @@ class FakeOpenAIServer:
             },
         }
         return web.Response(body=orjson.dumps(payload), content_type="application/json")
+
+    async def _serve(self, completion_tokens: int) -> None:
+        """Hold one of the capacity's slots for this answer's service time."""
+        assert self.capacity is not None
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.capacity.slots)
+        async with self._slots:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            await asyncio.sleep(self.capacity.service_s(completion_tokens))
+            self.clock.add(start, loop.time())
 
     def _reward_reply(self, index: int, body: dict[str, Any], kind: str | None) -> web.Response:
         """NIM's reward reply: `name:score` pairs in the content, and the same scores as
@@ -447,9 +513,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
+    parser.add_argument("--slots", type=int, default=0,
+                        help="serve at most this many chat answers at once (0: no limit)")
+    parser.add_argument("--seconds-per-token", type=float, default=0.0005,
+                        help="with --slots: how long an answer holds its slot per output token")
     args = parser.parse_args(argv)
+    capacity = Capacity(args.slots, args.seconds_per_token) if args.slots > 0 else None
     server = FakeOpenAIServer(latency_s=args.latency, host=args.host, port=args.port,
-                              record=False)
+                              record=False, capacity=capacity)
 
     async def serve() -> None:
         await server.start()

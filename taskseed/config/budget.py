@@ -35,6 +35,12 @@ class BudgetConfig(BaseModel):
     usd_per_1m_completion_tokens: float = Field(0.0, ge=0)
     models: dict[str, ModelBudget] = Field(default_factory=dict)
 
+    @property
+    def capped(self) -> bool:
+        """Whether any request or token cap is set (the run's or a model's)."""
+        lines = [self, *self.models.values()]
+        return any(b.max_requests is not None or b.max_tokens is not None for b in lines)
+
     def cost(self, prompt_tokens: float, completion_tokens: float, model: str = "") -> float:
         """USD for the tokens of a model, at its own prices where it has them."""
         line = self.models.get(model)

@@ -38,6 +38,12 @@ class ExecutorConfig(BaseModel):
     threads_per_worker: int = Field(1, ge=1)
     backend: Literal["pandas", "cudf"] = "pandas"
     memory_limit: str = "auto"
+    # Batch stages between barriers (frame stages, the edges of a generate-until-N round)
+    # stream: a shard moves to the next stage as soon as it is committed.
+    stream: bool = True
+    # Shards a worker runs at once while streaming, sharing its one request pool per model
+    # (1 where a model runs inside the worker: it answers one caller at a time).
+    units_per_worker: int = Field(4, ge=1)
 
 
 class StageEntry(BaseModel):

@@ -1,4 +1,11 @@
-"""The local executor: each stage's pending units on a local Dask cluster."""
+"""The local executor: each stage's pending units on a local Dask cluster.
+
+Batch stages between barriers stream: a stage's shard is submitted as soon as the shard it
+reads is committed, so a later stage's work overlaps an earlier stage's tail, and (with
+`units_per_worker` > 1 and HTTP models) several shards share each worker's one request pool
+per model. Barriers: frame stages (they need the whole data set) and the edges of a
+generate-until-N round. Each unit still commits atomically, so resume is unchanged.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +20,7 @@ from typing import Any
 from taskseed.config.pipeline import ExecutorConfig
 from taskseed.curation.errors import TaskseedError
 from taskseed.curation.stage import DoneMarker
-from taskseed.execution.engine import Engine, StageRun
+from taskseed.execution.engine import BatchRun, Engine, StageRun
 from taskseed.execution.shard import release_all
 from taskseed.views.progress import ProgressView
 from taskseed.views.summary import StageReport
@@ -73,8 +80,11 @@ class LocalExecutor:
     """A `distributed.LocalCluster` of worker processes; the only code that knows the scale."""
 
     def __init__(self, cfg: ExecutorConfig, progress: Progress = stderr_progress,
-                 gpus_per_worker: int = 0) -> None:
+                 gpus_per_worker: int = 0, unit_threads: int = 1) -> None:
         self.cfg = cfg
+        # shards a worker runs at once (threads): more than 1 only where every model is
+        # asked over HTTP, whose client shares one request pool per process
+        self.threads = max(cfg.threads_per_worker, unit_threads)
         self.progress = progress
         # GPUs a worker's in-process model takes: each worker gets its own devices
         self.gpus_per_worker = gpus_per_worker
@@ -113,12 +123,12 @@ class LocalExecutor:
                 raise TaskseedError(
                     "executor.backend: cudf needs the GPU extra: pip install 'taskseed[gpu]'"
                 ) from None
-            return LocalCUDACluster(threads_per_worker=self.cfg.threads_per_worker, **common)
+            return LocalCUDACluster(threads_per_worker=self.threads, **common)
         if self.gpus_per_worker:
             return self._gpu_cluster(common)
         return local_cluster(
             n_workers=self.cfg.workers,
-            threads_per_worker=self.cfg.threads_per_worker,
+            threads_per_worker=self.threads,
             processes=True,
             **common,
         )
@@ -132,7 +142,7 @@ class LocalExecutor:
         if len(slices) < self.cfg.workers:
             self.progress(f"executor: {len(slices)} worker(s), not {self.cfg.workers}: each "
                           f"holds a model on {self.gpus_per_worker} GPU(s) of its own")
-        options = {"nthreads": self.cfg.threads_per_worker, "memory_limit": common["memory_limit"],
+        options = {"nthreads": self.threads, "memory_limit": common["memory_limit"],
                    "silence_logs": common["silence_logs"]}
         workers = {f"gpu-{i}": {"cls": Nanny, "options": {
             **options, "env": {"CUDA_VISIBLE_DEVICES": ids}}} for i, ids in enumerate(slices)}
@@ -177,13 +187,22 @@ class LocalExecutor:
         i = 0
         while i < len(runs):
             started = time.perf_counter()
-            ran.setdefault(i, {}).update(self._run_stage(engine, runs[i]))
-            report = StageReport.collect(runs[i].stage.name, runs[i].out, ran[i],
-                                         time.perf_counter() - started)
-            self._say(report.line())
-            by_stage[i] = report
-            self.reports = [by_stage[k] for k in sorted(by_stage)]
-            if engine.loop is not None and i == engine.loop[1]:
+            last = self._segment_end(engine, runs, i)
+
+            def stage_done(k: int, markers: dict[int, DoneMarker],
+                           runs: list[StageRun] = runs, started: float = started) -> None:
+                ran.setdefault(k, {}).update(markers)
+                report = StageReport.collect(runs[k].stage.name, runs[k].out, ran[k],
+                                             time.perf_counter() - started)
+                self._say(report.line())
+                by_stage[k] = report
+                self.reports = [by_stage[n] for n in sorted(by_stage)]
+
+            if last == i:
+                stage_done(i, self._run_stage(engine, runs[i]))
+            else:
+                self._run_segment(engine, runs, i, last, stage_done)
+            if engine.loop is not None and last == engine.loop[1]:
                 short = engine.next_round()
                 assert self.view is not None
                 self.view.set_acceptance(engine.acceptance)
@@ -193,8 +212,100 @@ class LocalExecutor:
                     runs = engine.prepare()
                     i = engine.loop[0]
                     continue
-            i += 1
+            i = last + 1
         return self.reports
+
+    def _segment_end(self, engine: Engine, runs: list[StageRun], first: int) -> int:
+        """The last stage that streams with `first`: consecutive batch stages, cut where a
+        generate-until-N round starts or ends (`first` itself when streaming is off)."""
+        last = first
+        if not self.cfg.stream or not isinstance(runs[first], BatchRun):
+            return last
+        while last + 1 < len(runs) and isinstance(runs[last + 1], BatchRun):
+            if engine.loop is not None and (last + 1 == engine.loop[0] or
+                                            last == engine.loop[1]):
+                break
+            last += 1
+        return last
+
+    def _run_segment(self, engine: Engine, runs: list[StageRun], first: int, last: int,
+                     stage_done: Callable[[int, dict[int, DoneMarker]], None]) -> None:
+        """Batch stages `first..last` streamed: a stage's shard is submitted when the shard it
+        reads is committed; upstream shards go first. Each stage is finalized, in order,
+        once its last shard is done."""
+        from distributed import wait
+
+        segment = runs[first:last + 1]
+        pending = [set(run.units()) for run in segment]
+        for run, units in zip(segment, pending, strict=True):
+            if units:
+                engine.before_work(run)
+            self._say(f"[{run.stage.name}] {run.shards} shards, {len(units)} to run")
+        done: list[dict[int, DoneMarker]] = [{} for _ in segment]
+
+        def show(pos: int) -> None:
+            """The progress meter follows the first stage not yet finished."""
+            if self.view is not None and pos < len(segment):
+                run = segment[pos]
+                self.view.start_stage(run.stage.name, run.out.path, len(pending[pos]),
+                                      run.index)
+                for marker in done[pos].values():
+                    self.view.unit_done(marker)
+
+        show(0)
+        futures: dict[Any, tuple[int, int]] = {}
+
+        # under a request or token cap, model units run one per worker thread, as without
+        # streaming: the gate after each unit then stops the run within a unit per thread
+        limit = self._capped_units(engine)
+        held: list[tuple[int, int]] = []  # model units waiting for one to finish
+        waiting: set[Any] = set()
+
+        def submit(pos: int, unit: int) -> None:
+            model = segment[pos].stage.calls_models
+            if model and limit is not None and sum(
+                    segment[p].stage.calls_models for p, _ in futures.values()) >= limit:
+                held.append((pos, unit))
+                held.sort()
+                return
+            future = self._client.submit(execute_unit, segment[pos], unit, pure=False,
+                                         priority=len(segment) - pos)
+            futures[future] = (pos, unit)
+            waiting.add(future)
+
+        for pos, units in enumerate(pending):
+            for unit in sorted(units):
+                if pos == 0 or unit not in pending[pos - 1]:
+                    submit(pos, unit)
+        finished = 0  # stages finalized so far
+        try:
+            while finished < len(segment):
+                while finished < len(segment) and len(done[finished]) == len(pending[finished]):
+                    if finished == len(segment) - 1:
+                        self._client.run(release_all)
+                    segment[finished].finalize()
+                    stage_done(first + finished, done[finished])
+                    finished += 1
+                    show(finished)
+                if finished == len(segment):
+                    break
+                try:
+                    ready, waiting = wait(waiting, timeout=1.0, return_when="FIRST_COMPLETED")
+                except TimeoutError:
+                    ready = set()
+                for future in ready:
+                    pos, unit = futures.pop(future)
+                    self._collect(engine, segment[pos], unit, future, done[pos],
+                                  len(pending[pos]), shown=pos == finished)
+                    if pos + 1 < len(segment) and unit in pending[pos + 1]:
+                        submit(pos + 1, unit)
+                    if held and segment[pos].stage.calls_models:
+                        submit(*held.pop(0))
+                if self.view is not None:
+                    self.view.tick()
+        except TaskseedError:
+            self._client.cancel(list(futures))
+            raise
 
     def _run_stage(self, engine: Engine, run: StageRun) -> dict[int, DoneMarker]:
         """The stage's pending units, then its finalize step; the markers of what ran."""
@@ -212,25 +323,44 @@ class LocalExecutor:
         run.finalize()
         return ran
 
+    def _capped_units(self, engine: Engine) -> int | None:
+        """How many model units may run at once under a budget cap (None: no cap)."""
+        if not engine.budget.capped:
+            return None
+        return self.cfg.workers * self.cfg.threads_per_worker
+
     def _run_units(self, engine: Engine, run: StageRun, units: list[int]
                    ) -> dict[int, DoneMarker]:
         """Units on the cluster's workers; the budget gate after each one that spent, and
         the progress display refreshed while they run."""
         from distributed import wait
 
-        futures = {self._client.submit(execute_unit, run, unit, pure=False): unit
-                   for unit in units}
+        limit = self._capped_units(engine) if run.stage.calls_models else None
+        queue = list(units)
+        futures: dict[Any, int] = {}
+        waiting: set[Any] = set()
+
+        def submit_next() -> None:
+            unit = queue.pop(0)
+            future = self._client.submit(execute_unit, run, unit, pure=False)
+            futures[future] = unit
+            waiting.add(future)
+
+        while queue and (limit is None or len(waiting) < limit):
+            submit_next()
         done: dict[int, DoneMarker] = {}
-        waiting = set(futures)
         try:
             while waiting:
                 try:
-                    finished, waiting = wait(waiting, timeout=1.0,
-                                             return_when="FIRST_COMPLETED")
+                    finished, still = wait(waiting, timeout=1.0,
+                                           return_when="FIRST_COMPLETED")
+                    waiting.intersection_update(still)
                 except TimeoutError:
                     finished = set()
                 for future in finished:
                     self._collect(engine, run, futures[future], future, done, len(units))
+                    if queue:
+                        submit_next()
                 if self.view is not None:
                     self.view.tick()
         except TaskseedError:
@@ -239,7 +369,7 @@ class LocalExecutor:
         return done
 
     def _collect(self, engine: Engine, run: StageRun, unit: int, future: Any,
-                 done: dict[int, DoneMarker], total: int) -> None:
+                 done: dict[int, DoneMarker], total: int, shown: bool = True) -> None:
         from distributed import KilledWorker
 
         from taskseed.execution.worker_crash import explain
@@ -262,7 +392,7 @@ class LocalExecutor:
         done.update(markers)
         if self.view is None or not self.view.live:
             self.progress(f"[{run.stage.name}] shard {unit} done ({len(done)}/{total} this run)")
-        if self.view is not None:
+        if self.view is not None and shown:
             for marker in markers.values():
                 self.view.unit_done(marker)
         engine.account(run, markers)

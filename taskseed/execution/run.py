@@ -41,6 +41,16 @@ def in_process_gpus(engine: Engine) -> int:
                 if isinstance(s, ModelStage)), default=0)
 
 
+def unit_threads(engine: Engine, units_per_worker: int) -> int:
+    """Shards a worker runs at once: `units_per_worker` when every model of the run is
+    asked over HTTP (one request pool per process, shared), else 1."""
+    from taskseed.generation.model_stage import ModelStage
+
+    shared = all(s.model_cfg.concurrent_callers for s in engine.stages
+                 if isinstance(s, ModelStage))
+    return units_per_worker if shared else 1
+
+
 def models_with_work(engine: Engine) -> set[str]:
     """The named models of model stages, when any stage has work left (a generate-until-N
     loop may add a round)."""
@@ -56,7 +66,9 @@ def _execute(engine: Engine, loaded: LoadedConfig, progress: Progress,
     progress(f"run {engine.run_dir.path}: {len(stages)} stages, {len(loaded.specs)} tasks")
     for warning in terms_warnings(stages):
         progress(f"warning: {warning}")
-    executor = LocalExecutor(loaded.config.executor, progress, in_process_gpus(engine))
+    cfg = loaded.config.executor
+    executor = LocalExecutor(cfg, progress, in_process_gpus(engine),
+                             unit_threads(engine, cfg.units_per_worker) if cfg.stream else 1)
     try:
         with executor:
             executor.run(engine)

@@ -13,6 +13,7 @@ from taskseed.generation.model_stage import ModelStage
 from taskseed.rundir.layout import StageDir
 
 _READY: dict[str, Stage] = {}
+_READY_LOCK = threading.RLock()
 
 
 def ready(stage: Stage) -> Stage:
@@ -24,11 +25,12 @@ def ready(stage: Stage) -> Stage:
     them in turn, not together).
     """
     key = f"{type(stage).__name__}:{stage.fingerprint()}"
-    if key not in _READY:
-        _make_room_for(stage)
-        stage.setup()
-        _READY[key] = stage
-    return _READY[key]
+    with _READY_LOCK:  # shards of a worker run in threads and share the instance
+        if key not in _READY:
+            _make_room_for(stage)
+            stage.setup()
+            _READY[key] = stage
+        return _READY[key]
 
 
 def gpu_model(stage: Stage) -> str | None:
