@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from taskseed.curation.io.arrow import read_parquet  # noqa: E402
 from taskseed.curation.record import Record  # noqa: E402
-from taskseed.generation.servers.fake import Capacity, FakeOpenAIServer  # noqa: E402
+from taskseed.generation.servers.fake import Capacity, FakeOpenAIServer, requested_schema  # noqa: E402
 from workspace import write_task  # noqa: E402
 
 from taskseed.execution.run import run_pipeline  # noqa: E402
@@ -73,13 +73,6 @@ stages:
 """
 
 
-def _schema(body: dict) -> dict:
-    fmt = body.get("response_format") or {}
-    if fmt.get("type") == "json_schema":
-        return fmt["json_schema"]["schema"]
-    return fmt.get("schema") or {}
-
-
 def _right_letter(prompt: str) -> str:
     """The letter of the hammer among the options the prompt lists."""
     for letter, text in re.findall(r"^\(?([A-J])[).:] (.*)$", prompt, re.MULTILINE):
@@ -93,7 +86,7 @@ class Responder:
     the judges; a few sentences for enrich."""
 
     def __call__(self, body: dict) -> str:
-        schema = _schema(body)
+        schema = requested_schema(body) or {}
         required = list(schema.get("required", []))
         prompt = body["messages"][-1]["content"]
         if "question" in required:

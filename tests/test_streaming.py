@@ -15,7 +15,12 @@ from taskseed.curation.io.arrow import read_parquet
 from taskseed.curation.record import Record
 from taskseed.generation.backends.base import Sampling, TeacherRequest
 from taskseed.generation.backends.openai import OpenAITeacher
-from taskseed.generation.servers.fake import Capacity, FakeOpenAIServer, Fault
+from taskseed.generation.servers.fake import (
+    Capacity,
+    FakeOpenAIServer,
+    Fault,
+    requested_schema,
+)
 from workspace import write_task
 
 from taskseed.execution.run import run_pipeline
@@ -38,8 +43,7 @@ stages:
 
 def reply(body: dict) -> str:
     """A distinct item per (prompt, seed) for generate; a reasoning text for enrich."""
-    fmt = body.get("response_format") or {}
-    schema = (fmt.get("json_schema") or {}).get("schema") or fmt.get("schema") or {}
+    schema = requested_schema(body) or {}
     prompt = body["messages"][-1]["content"]
     tag = xxhash.xxh3_64_intdigest(f"{prompt}|{body.get('seed')}".encode()) % 10**6
     if "question" in schema.get("required", []):

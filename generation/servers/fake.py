@@ -383,7 +383,7 @@ class FakeOpenAIServer:
             return failed
         if body.get("model") == self.reward_model:
             return self._reward_reply(index, body, kind)
-        schema = _requested_schema(body)
+        schema = requested_schema(body)
         if self.responder is not None:
             content = self.responder(body)
         elif schema is not None:
@@ -489,7 +489,7 @@ class FakeOpenAIServer:
         return web.Response(body=orjson.dumps(payload), content_type="application/json")
 
 
-def _requested_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+def requested_schema(body: dict[str, Any]) -> dict[str, Any] | None:
     """The schema a request asks its reply to follow, in any structured-output mode."""
     fmt = body.get("response_format")
     schema = None

@@ -261,13 +261,15 @@ class LocalExecutor:
         held: list[tuple[int, int]] = []  # model units waiting for one to finish
         waiting: set[Any] = set()
 
+        models_running = [0]
+
         def submit(pos: int, unit: int) -> None:
             model = segment[pos].stage.calls_models
-            if model and limit is not None and sum(
-                    segment[p].stage.calls_models for p, _ in futures.values()) >= limit:
+            if model and limit is not None and models_running[0] >= limit:
                 held.append((pos, unit))
                 held.sort()
                 return
+            models_running[0] += model
             future = self._client.submit(execute_unit, segment[pos], unit, pure=False,
                                          priority=len(segment) - pos)
             futures[future] = (pos, unit)
@@ -295,6 +297,7 @@ class LocalExecutor:
                     ready = set()
                 for future in ready:
                     pos, unit = futures.pop(future)
+                    models_running[0] -= segment[pos].stage.calls_models
                     self._collect(engine, segment[pos], unit, future, done[pos],
                                   len(pending[pos]), shown=pos == finished)
                     if pos + 1 < len(segment) and unit in pending[pos + 1]:
