@@ -109,7 +109,7 @@ def stage_run(src: StageDir, out: Path) -> int:
     run = FrameRun(2, stage, StageDir(out), src, stage.shard_count())
     run.execute(0)
     run.finalize()
-    return sum(run.out.read_marker(s)["outputs"] for s in run.out.done_shards())
+    return sum(run.out.read_marker(s).outputs for s in run.out.done_shards())
 
 
 def chars_per_token(records: list[Record]) -> None:

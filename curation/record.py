@@ -106,9 +106,21 @@ class Record:
         return xxhash.xxh3_128_hexdigest(payload.encode("utf-8"))
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        """The record as plain dicts and lists (what `dataclasses.asdict` gives, without its
+        deep copies: the mix and every shard commit convert each record once)."""
+        out = {name: getattr(self, name) for name in _RECORD_FIELDS}
         out["format"] = self.format.value
         out["origin"] = self.origin.value
+        out["source"] = _flat(self.source)
+        out["choices"] = list(self.choices)
+        out["tests"] = list(self.tests)
+        out["scores"] = dict(self.scores)
+        lineage = _flat(self.lineage)
+        lineage["seed_ids"] = list(self.lineage.seed_ids)
+        if self.lineage.sampling is not None:
+            lineage["sampling"] = _flat(self.lineage.sampling)
+        lineage["models"] = [_flat(m) for m in self.lineage.models]
+        out["lineage"] = lineage
         return out
 
     @classmethod
@@ -125,6 +137,16 @@ class Record:
         data["tests"] = list(data.get("tests") or [])
         data["scores"] = dict(data.get("scores") or {})
         return cls(**data)
+
+
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(Record))
+_FIELDS = {kind: tuple(f.name for f in dataclasses.fields(kind))
+           for kind in (Source, Sampling, ModelText, Lineage)}
+
+
+def _flat(item: Source | Sampling | ModelText | Lineage) -> dict[str, Any]:
+    """A dataclass's fields as a dict, in field order, values as they are."""
+    return {name: getattr(item, name) for name in _FIELDS[type(item)]}
 
 
 @dataclass(slots=True)

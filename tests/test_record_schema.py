@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -6,6 +7,7 @@ from taskseed.curation.io.arrow import RECORD_SCHEMA, read_parquet, write_parque
 from taskseed.curation.record import (
     Format,
     Lineage,
+    ModelText,
     Origin,
     RawRow,
     Record,
@@ -55,6 +57,29 @@ def test_parquet_round_trip_keeps_every_field(tmp_path: Path):
     assert back[0] == rec
     assert back[1] == make_record()
     assert back[0].lineage.sampling.seed == 42
+
+
+def test_to_dict_is_asdict_with_enum_values_and_shares_nothing():
+    rec = make_record(
+        scores={"judge": 0.75}, tests=["assert f(1) == 2"],
+        lineage=Lineage(seed_ids=["s1"], sampling=Sampling(0.7, 0.9, 128, 42),
+                        models=[ModelText("generate", "m", "Apache-2.0")]),
+    )
+    for record in (rec, make_record()):
+        expected = dataclasses.asdict(record)
+        expected.update(format=record.format.value, origin=record.origin.value)
+        data = record.to_dict()
+        assert data == expected and list(data) == list(expected)
+        assert list(data["lineage"]) == list(expected["lineage"])
+    data = rec.to_dict()
+    data["choices"].append("x")
+    data["lineage"]["seed_ids"].append("x")
+    data["scores"]["x"] = 1.0
+    data["lineage"]["models"][0]["model"] = "x"
+    assert rec == make_record(
+        scores={"judge": 0.75}, tests=["assert f(1) == 2"],
+        lineage=Lineage(seed_ids=["s1"], sampling=Sampling(0.7, 0.9, 128, 42),
+                        models=[ModelText("generate", "m", "Apache-2.0")]))
 
 
 def test_raw_rows_and_rejects_round_trip(tmp_path: Path):
