@@ -108,7 +108,7 @@ class Record:
     def to_dict(self) -> dict[str, Any]:
         """The record as plain dicts and lists (what `dataclasses.asdict` gives, without its
         deep copies: the mix and every shard commit convert each record once)."""
-        out = {name: getattr(self, name) for name in _RECORD_FIELDS}
+        out = _flat(self)
         out["format"] = self.format.value
         out["origin"] = self.origin.value
         out["source"] = _flat(self.source)
@@ -139,12 +139,11 @@ class Record:
         return cls(**data)
 
 
-_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(Record))
 _FIELDS = {kind: tuple(f.name for f in dataclasses.fields(kind))
-           for kind in (Source, Sampling, ModelText, Lineage)}
+           for kind in (Record, Source, Sampling, ModelText, Lineage)}
 
 
-def _flat(item: Source | Sampling | ModelText | Lineage) -> dict[str, Any]:
+def _flat(item: Record | Source | Sampling | ModelText | Lineage) -> dict[str, Any]:
     """A dataclass's fields as a dict, in field order, values as they are."""
     return {name: getattr(item, name) for name in _FIELDS[type(item)]}
 
